@@ -1,0 +1,1 @@
+"""pydantic models of every spec and status; CRDs are generated from them."""
