@@ -1,0 +1,103 @@
+"""The `flywheel` command line: the operator, and the tools around it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+
+
+@click.group()
+@click.version_option(__version__, prog_name="flywheel")
+def main() -> None:
+    """Flywheel: the ML lifecycle as Kubernetes custom resources."""
+
+
+@main.command()
+@click.option(
+    "--namespace",
+    "-n",
+    "namespaces",
+    multiple=True,
+    help="Watch only these namespaces (repeatable). Default: all namespaces.",
+)
+@click.option(
+    "--liveness",
+    default="http://0.0.0.0:8080/healthz",
+    show_default=True,
+    help="Liveness endpoint (kopf's); empty to disable.",
+)
+@click.option(
+    "--metrics-port",
+    default=9090,
+    show_default=True,
+    type=int,
+    help="Port of the Prometheus /metrics endpoint; 0 to disable.",
+)
+@click.option(
+    "--metrics-address",
+    default="0.0.0.0",
+    show_default=True,
+    help="Address the metrics endpoint listens on.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["json", "plain", "full"]),
+    default="json",
+    show_default=True,
+    help="Log format; json is one object per line.",
+)
+@click.option("--verbose", is_flag=True, help="Debug logging.")
+def run(
+    namespaces: tuple[str, ...],
+    liveness: str,
+    metrics_port: int,
+    metrics_address: str,
+    log_format: str,
+    verbose: bool,
+) -> None:
+    """Run the operator against the cluster in KUBECONFIG (or in-cluster config)."""
+    from .runner import run_operator
+
+    run_operator(
+        namespaces=list(namespaces),
+        liveness=liveness or None,
+        metrics_port=metrics_port,
+        metrics_address=metrics_address,
+        log_format=log_format,
+        verbose=verbose,
+    )
+
+
+@main.command()
+@click.option(
+    "--out",
+    "out_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    default=[Path("crds"), Path("charts/flywheel/crds")],
+    show_default=True,
+    help="Directories to write the CRD files to (repeatable).",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Write nothing; exit 1 if a file differs from what the models generate.",
+)
+def crds(out_dirs: tuple[Path, ...], check: bool) -> None:
+    """Generate the CRDs from the pydantic models in flywheel.api."""
+    from .api.crd import write_crds
+
+    stale = write_crds(list(out_dirs), check=check)
+    if check and stale:
+        click.echo("out of date (run `make crds`): " + ", ".join(map(str, stale)), err=True)
+        sys.exit(1)
+    for path in stale:
+        click.echo(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

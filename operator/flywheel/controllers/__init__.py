@@ -1,0 +1,5 @@
+"""kopf handlers, one module per kind. Importing this package registers them."""
+
+from . import datasets, indexes, inferenceservices, modelversions, startup, trainingruns
+
+__all__ = ["datasets", "indexes", "inferenceservices", "modelversions", "startup", "trainingruns"]

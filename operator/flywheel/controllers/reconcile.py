@@ -1,0 +1,130 @@
+"""The one level-based reconcile every kind goes through.
+
+parse spec -> assess (kind-specific) -> status -> Events. Create, update,
+resume and the resync timer all land here, so nothing depends on seeing a
+particular change: the object's current state is all that counts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from pydantic import BaseModel, ValidationError
+
+from ..api.conditions import FALSE, TRUE, ConditionUpdate, find, merge_conditions
+from ..api.kinds import Kind
+from ..metrics import PHASES, RECONCILE_SECONDS, RECONCILES
+
+ACCEPTED, READY = "Accepted", "Ready"
+# At most this many validation problems are listed in one message.
+_MAX_ERRORS = 5
+
+
+@dataclass
+class Assessment:
+    """What a kind's logic concluded: the phase, conditions and other status fields."""
+
+    phase: str
+    conditions: list[ConditionUpdate]
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+Assess = Callable[[BaseModel, Mapping[str, Any]], Assessment]
+
+
+def reconcile(kind: Kind, body: Mapping[str, Any], patch: kopf.Patch, assess: Assess) -> None:
+    started = time.monotonic()
+    meta = body["metadata"]
+    result = "ok"
+    try:
+        spec = kind.spec.model_validate(body.get("spec") or {})
+    except ValidationError as err:
+        assessment, result = invalid_spec(err), "invalid"
+    else:
+        assessment = assess(spec, body)
+    old = dict(body.get("status") or {})
+    new = render_status(old, assessment, meta.get("generation"))
+    changes = {k: v for k, v in new.items() if old.get(k) != v}
+    if changes:
+        patch.status.update(changes)
+    announce(body, old.get("conditions"), new["conditions"])
+    PHASES.record(kind.kind, meta.get("namespace", ""), meta["name"], new["phase"])
+    RECONCILES.labels(kind.kind, result).inc()
+    RECONCILE_SECONDS.labels(kind.kind).observe(time.monotonic() - started)
+
+
+def render_status(
+    old: Mapping[str, Any], assessment: Assessment, generation: int | None
+) -> dict[str, Any]:
+    """The status the object should have; equal to `old` when nothing changed."""
+    # merge_conditions keeps each lastTransitionTime whose status did not flip,
+    # so re-reconciling an unchanged object yields `old` and writes nothing.
+    conditions = merge_conditions(old.get("conditions"), assessment.conditions, generation)
+    return {
+        **assessment.fields,
+        "phase": assessment.phase,
+        "observedGeneration": generation,
+        "conditions": conditions,
+    }
+
+
+def invalid_spec(err: ValidationError) -> Assessment:
+    """A spec the apiserver let through but the models refuse (an old CRD, a
+    bypassed webhook): say which field and why, and stop there."""
+    message = describe_validation_error(err)
+    reason = "InvalidSpec"
+    return Assessment(
+        phase="Failed",
+        conditions=[
+            ConditionUpdate(ACCEPTED, FALSE, reason, message),
+            ConditionUpdate(READY, FALSE, reason, "fix the spec: " + message),
+        ],
+    )
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    problems = []
+    for error in err.errors()[:_MAX_ERRORS]:
+        problems.append(f"{field_path(error['loc'])}: {error['msg']}")
+    extra = err.error_count() - _MAX_ERRORS
+    if extra > 0:
+        problems.append(f"and {extra} more")
+    return "; ".join(problems)
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """('trainer', 'metrics', 0) -> 'spec.trainer.metrics[0]', as kubectl names fields."""
+    path = "spec"
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def announce(
+    body: Mapping[str, Any],
+    old: list[dict[str, Any]] | None,
+    new: list[dict[str, Any]],
+) -> None:
+    """One Event per condition whose status or reason changed."""
+    for condition in new:
+        before = find(old, condition["type"])
+        if before and (before["status"], before["reason"]) == (
+            condition["status"],
+            condition["reason"],
+        ):
+            continue
+        bad = condition["status"] == FALSE and condition["type"] == ACCEPTED
+        kopf.event(
+            body,
+            type="Warning" if bad else "Normal",
+            reason=condition["reason"] or condition["type"],
+            message=f"{condition['type']}={condition['status']}: {condition['message']}",
+        )
+
+
+def accepted(message: str = "spec is valid and its references resolve") -> ConditionUpdate:
+    return ConditionUpdate(ACCEPTED, TRUE, "Valid", message)

@@ -1,0 +1,39 @@
+"""Production settings for kopf, applied once at start-up."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from ..api.common import GROUP
+
+FIELD_MANAGER = "flywheel"
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Our own API group owns every key kopf writes on objects, so nothing is
+    # left under kopf.zalando.org and two kopf operators never collide.
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # A watch that silently stops delivering events is the classic way an
+    # operator goes deaf (https://github.com/nolar/kopf/issues/585): the server
+    # ends each watch after server_timeout and the client gives up after
+    # client_timeout, so a dead connection is noticed within minutes and the
+    # watch is restarted from its resourceVersion.
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    settings.watching.connect_timeout = 30
+    settings.watching.reconnect_backoff = 1.0
+    settings.networking.request_timeout = 60
+    settings.networking.connect_timeout = 30
+    # kopf turns log records of this level and above into Events; ours are
+    # posted explicitly with reasons people can act on, so only its warnings.
+    settings.posting.level = logging.WARNING
+    settings.execution.max_workers = 16
+    settings.batching.error_delays = (1, 2, 5, 10, 30, 60, 120)

@@ -1,0 +1,40 @@
+"""Starts kopf with the operator's handlers and its metrics endpoint."""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+from prometheus_client import start_http_server
+
+_FORMATS = {
+    "json": kopf.LogFormat.JSON,
+    "plain": kopf.LogFormat.PLAIN,
+    "full": kopf.LogFormat.FULL,
+}
+
+
+def run_operator(
+    namespaces: list[str],
+    liveness: str | None,
+    metrics_port: int,
+    metrics_address: str,
+    log_format: str,
+    verbose: bool,
+) -> None:
+    kopf.configure(verbose=verbose, log_format=_FORMATS[log_format])
+    from . import controllers  # noqa: F401  (registers the handlers)
+
+    if metrics_port:
+        start_http_server(metrics_port, addr=metrics_address)
+    logging.getLogger("flywheel").info(
+        "starting", extra={"namespaces": namespaces or "all", "metrics_port": metrics_port}
+    )
+    kopf.run(
+        # One replica (the chart's Deployment uses strategy Recreate), so no
+        # peering objects are needed in the cluster.
+        standalone=True,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=liveness,
+    )
