@@ -48,5 +48,5 @@ build kwok kwok sigs.k8s.io/kwok/cmd/kwok "-s -w -X sigs.k8s.io/kwok/pkg/consts.
 
 echo "$want" > "$stamp"
 "$bin/kube-apiserver" --version
-"$bin/etcd" --version | head -1
+"$bin/etcd" --version | sed -n 1p  # sed reads to the end: head would SIGPIPE etcd under pipefail
 echo "control plane binaries built in $bin"
