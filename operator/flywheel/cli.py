@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .workloads.snapshot import dataset_snapshot_command
 
 
 @click.group()
@@ -98,6 +99,8 @@ def crds(out_dirs: tuple[Path, ...], check: bool) -> None:
     for path in stale:
         click.echo(f"wrote {path}")
 
+
+main.add_command(dataset_snapshot_command)
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,414 @@
+"""Per-column statistics and rule counters, updated one record batch at a time.
+
+Pure: Arrow arrays in, numbers out. Everything kept between batches is a few
+counters per column plus a capped category table, so memory does not grow with
+the number of rows.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from operator import itemgetter
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..api.dataset import Column, ColumnType, DataSchema
+
+# Most specific first: inference picks the first kind every value fits.
+KINDS: tuple[ColumnType, ...] = ("integer", "float", "boolean", "datetime", "string")
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "integer": pa.int64(),
+    "float": pa.float64(),
+    "boolean": pa.bool_(),
+    "datetime": pa.timestamp("us"),
+    "string": pa.string(),
+}
+
+# Text forms accepted for each kind. "3.0" counts as an integer because pandas
+# writes integer columns that have gaps that way.
+INTEGER_TEXT = r"^[+-]?\d{1,18}(\.0*)?$"
+FLOAT_TEXT = r"^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$|^[+-]?inf(inity)?$"
+DATETIME_TEXT = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}(:?\d{2})?)?$"
+TRUE_TEXT = pa.array(["true", "t", "yes", "y", "1"])
+FALSE_TEXT = pa.array(["false", "f", "no", "n", "0"])
+
+EXAMPLES_KEPT = 3
+# Enough to rank the top 20 well; kept small because merging is Python work.
+CATEGORIES_KEPT = 2_000
+
+
+# --- typing values -------------------------------------------------------
+
+
+def plain(array: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One contiguous array in a small set of types; NaN counts as missing,
+    as it does in pandas."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    if pa.types.is_large_string(array.type) or pa.types.is_string_view(array.type):
+        array = array.cast(pa.string())
+    if pa.types.is_floating(array.type):
+        array = pc.if_else(pc.is_nan(array), None, array)
+    return array
+
+
+@dataclass(frozen=True)
+class Coerced:
+    values: pa.Array  # of ARROW_TYPES[kind]; null where missing or not of the kind
+    invalid: pa.Array  # boolean mask: present in the data, but not of the kind
+
+    @property
+    def invalid_count(self) -> int:
+        return pc.sum(self.invalid).as_py() or 0
+
+
+def coerce(array: pa.Array, kind: str) -> Coerced:
+    """Read values as the declared kind and mark those that are not."""
+    read = _from_text if pa.types.is_string(array.type) else _from_typed
+    values = read(array, kind)
+    return Coerced(values, pc.and_(pc.is_valid(array), pc.is_null(values)))
+
+
+def _from_text(text: pa.Array, kind: str) -> pa.Array:
+    if kind == "string":
+        return text
+    stripped = pc.utf8_trim_whitespace(text)
+    trimmed = pc.utf8_lower(stripped)
+    if kind == "integer":
+        ok = pc.match_substring_regex(trimmed, INTEGER_TEXT)
+        # Arrow's cast takes neither a leading "+" nor a ".0" tail.
+        digits = pc.replace_substring_regex(trimmed, r"^\+|\.0*$", "")
+        return pc.cast(pc.if_else(ok, digits, None), pa.int64())
+    if kind == "float":
+        ok = pc.match_substring_regex(trimmed, FLOAT_TEXT)
+        return pc.cast(pc.if_else(ok, trimmed, None), pa.float64())
+    if kind == "boolean":
+        is_true = pc.is_in(trimmed, value_set=TRUE_TEXT)
+        ok = pc.or_(is_true, pc.is_in(trimmed, value_set=FALSE_TEXT))
+        return pc.if_else(ok, is_true, None)
+    ok = pc.match_substring_regex(stripped, DATETIME_TEXT, ignore_case=True)
+    return _datetimes(pc.if_else(ok, stripped, None))
+
+
+def _datetimes(text: pa.Array) -> pa.Array:
+    try:
+        return pc.cast(text, ARROW_TYPES["datetime"])
+    except pa.ArrowInvalid:
+        # Arrow's cast takes no zone offsets and no impossible dates; the slow
+        # path reads what Python does and leaves the rest missing (= invalid).
+        return pa.array([_datetime(s) for s in text.to_pylist()], ARROW_TYPES["datetime"])
+
+
+def _datetime(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+
+
+def _from_typed(array: pa.Array, kind: str) -> pa.Array:
+    """Values already typed (Parquet): accept the kinds that hold them exactly."""
+    t = array.type
+    target = ARROW_TYPES[kind]
+    numeric = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
+    if pa.types.is_null(t):
+        return pa.nulls(len(array), target)
+    if kind == "integer" and pa.types.is_integer(t):
+        return _int64(pc.cast(array, pa.float64())) if t == pa.uint64() else array.cast(target)
+    if kind == "integer" and numeric:
+        return _int64(pc.cast(array, pa.float64()))
+    if kind == "float" and numeric:
+        return pc.cast(array, target)
+    if kind == "boolean" and pa.types.is_boolean(t):
+        return array
+    if kind == "datetime" and (pa.types.is_timestamp(t) or pa.types.is_date(t)):
+        # Unsafe: nanoseconds (pandas' unit) are cut to microseconds, not refused.
+        return pc.cast(array, target, safe=False)
+    return pa.nulls(len(array), target)
+
+
+def _int64(numbers: pa.Array) -> pa.Array:
+    whole = pc.and_(pc.equal(pc.floor(numbers), numbers), pc.less(pc.abs(numbers), 2.0**63))
+    return pc.cast(pc.if_else(whole, numbers, None), pa.int64())
+
+
+def typed_kinds(t: pa.DataType) -> set[str]:
+    """Kinds a typed (non-text) column can be, for inference."""
+    if pa.types.is_null(t):
+        return set(KINDS)
+    if pa.types.is_integer(t):
+        return {"integer", "float"}
+    if pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return {"float"}
+    if pa.types.is_boolean(t):
+        return {"boolean"}
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        return {"datetime"}
+    return set()
+
+
+# --- accumulators ----------------------------------------------------------
+
+
+@dataclass
+class Summary:
+    """min, max and (for numbers) the sum, over batches."""
+
+    count: int = 0
+    total: float = 0.0
+    low: Any = None
+    high: Any = None
+
+    def add(self, values: pa.Array, with_total: bool = True) -> None:
+        present = len(values) - values.null_count
+        if not present:
+            return
+        extremes = pc.min_max(values).as_py()
+        self.low = extremes["min"] if self.low is None else min(self.low, extremes["min"])
+        self.high = extremes["max"] if self.high is None else max(self.high, extremes["max"])
+        if with_total:
+            self.total += pc.sum(pc.cast(values, pa.float64())).as_py()
+        self.count += present
+
+    @property
+    def mean(self) -> float | None:
+        return self.total / self.count if self.count else None
+
+
+@dataclass
+class Violations:
+    """How many values broke a rule, and a few of them to show."""
+
+    count: int = 0
+    examples: list[Any] = field(default_factory=list)
+    extreme: Any = None  # the smallest (min rule) or largest (max rule) offender
+
+    def add(self, offending: pa.Array, extreme: Literal["min", "max"] | None = None) -> None:
+        if not len(offending):
+            return
+        self.count += len(offending)
+        if extreme:
+            value = (pc.min if extreme == "min" else pc.max)(offending).as_py()
+            better = min if extreme == "min" else max
+            self.extreme = value if self.extreme is None else better(self.extreme, value)
+        if len(self.examples) < EXAMPLES_KEPT:
+            self._add_examples(offending)
+
+    def _add_examples(self, offending: pa.Array) -> None:
+        try:
+            distinct = pc.unique(offending)
+        except pa.ArrowNotImplementedError:  # nested types: look at the head
+            distinct = offending.slice(0, 100)
+        for value in distinct.slice(0, EXAMPLES_KEPT * 2).to_pylist():
+            if len(self.examples) < EXAMPLES_KEPT and value not in self.examples:
+                self.examples.append(value)
+
+
+@dataclass
+class TopCounter:
+    """Value counts with bounded memory: exact while a column has fewer than
+    `keep` distinct values, approximate (and flagged) beyond."""
+
+    keep: int = CATEGORIES_KEPT
+    counts: dict[Any, int] = field(default_factory=dict)
+    approximate: bool = False
+    unsupported: bool = False
+
+    def add(self, values: pa.Array) -> None:
+        present = values.drop_null()
+        if self.unsupported or not len(present):
+            return
+        try:
+            table = pc.value_counts(present)
+        except pa.ArrowNotImplementedError:  # nested types have no hash kernel
+            self.unsupported = True
+            return
+        if len(table) > self.keep:
+            top = pc.select_k_unstable(table.field("counts"), self.keep, [("", "descending")])
+            table = table.take(top)
+            self.approximate = True
+        for value, n in zip(
+            table.field("values").to_pylist(), table.field("counts").to_pylist(), strict=True
+        ):
+            self.counts[value] = self.counts.get(value, 0) + n
+        if len(self.counts) > 2 * self.keep:
+            self.counts = dict(heapq.nlargest(self.keep, self.counts.items(), key=itemgetter(1)))
+            self.approximate = True
+
+    def top(self, n: int) -> list[tuple[Any, int]]:
+        return sorted(self.counts.items(), key=lambda item: (-item[1], str(item[0])))[:n]
+
+
+# --- one column ------------------------------------------------------------
+
+
+@dataclass
+class ColumnStats:
+    """Everything learnt about one column so far."""
+
+    name: str
+    declared: Column | None = None
+    present_rows: int = 0  # rows of objects that have the column
+    nulls: int = 0  # empty cells in those rows
+    absent_rows: int = 0  # rows of objects without the column
+    absent_objects: int = 0
+    absent_example: str | None = None
+    candidates: list[str] = field(default_factory=lambda: list(KINDS))
+    found_types: set[str] = field(default_factory=set)  # typed data not of the declared kind
+    numbers: Summary = field(default_factory=Summary)
+    times: Summary = field(default_factory=Summary)
+    categories: TopCounter = field(default_factory=TopCounter)
+    wrong_type: Violations = field(default_factory=Violations)
+    below_min: Violations = field(default_factory=Violations)
+    above_max: Violations = field(default_factory=Violations)
+    not_allowed: Violations = field(default_factory=Violations)
+    _allowed: pa.Array | None = None
+    _uncounted: bool = False  # some values were not counted into categories
+
+    def __post_init__(self) -> None:
+        if self.declared is not None:
+            self.candidates = [self.declared.type]
+            if self.declared.allowed_values is not None:
+                given = pa.array(self.declared.allowed_values, pa.string())
+                self._allowed = coerce(given, self.declared.type).values.drop_null()
+
+    @property
+    def kind(self) -> str | None:
+        """The declared kind, or the most specific one every value fits
+        (None while no value has been seen)."""
+        if self.declared is not None:
+            return self.declared.type
+        if self.present_rows == self.nulls:
+            return None
+        return self.candidates[0] if self.candidates else "string"
+
+    def add_absent(self, rows: int, objects: int, example: str) -> None:
+        self.absent_rows += rows
+        self.absent_objects += objects
+        self.absent_example = self.absent_example or example
+
+    def update(self, column: pa.Array | pa.ChunkedArray, typed: bool) -> None:
+        """Add one batch of the column; `typed` when the format stores types
+        (Parquet), so a mismatch can say what type was found."""
+        array = plain(column)
+        self.present_rows += len(array)
+        self.nulls += array.null_count
+        if array.null_count == len(array):
+            return
+        if self.declared is not None:
+            self._update_declared(array, self.declared, typed)
+        else:
+            self._update_inferred(array)
+
+    def _update_declared(self, array: pa.Array, declared: Column, typed: bool) -> None:
+        coerced = coerce(array, declared.type)
+        if coerced.invalid_count:
+            self.wrong_type.add(pc.filter(array, coerced.invalid))
+            if typed:
+                self.found_types.add(str(array.type))
+        values = coerced.values
+        self._profile(values, {declared.type})
+        if declared.type in ("integer", "float"):
+            self._check_range(values, declared)
+        if self._allowed is not None:
+            outside = pc.invert(pc.is_in(values, value_set=self._allowed))
+            self.not_allowed.add(pc.filter(values, pc.and_(pc.is_valid(values), outside)))
+
+    def _check_range(self, values: pa.Array, declared: Column) -> None:
+        if declared.min is not None:
+            self.below_min.add(pc.filter(values, pc.less(values, declared.min)), "min")
+        if declared.max is not None:
+            self.above_max.add(pc.filter(values, pc.greater(values, declared.max)), "max")
+
+    def _update_inferred(self, array: pa.Array) -> None:
+        fitting = self._fitting(array)
+        self.candidates = [k for k in self.candidates if k in fitting]
+        # Integer and float share one numeric summary; the first that fits feeds it.
+        kind = next((k for k in ("integer", "float", "datetime") if k in fitting), None)
+        if kind:
+            self._profile(fitting[kind], {kind})
+        if self.candidates and self.candidates[0] in ("string", "boolean"):
+            # Rows seen while the column still looked numeric were not counted.
+            self.categories.approximate |= self._uncounted
+            self.categories.add(array)
+        else:
+            self._uncounted = True
+
+    def _fitting(self, array: pa.Array) -> dict[str, pa.Array]:
+        """The candidate kinds this batch fits, with its values read as each."""
+        if not pa.types.is_string(array.type):
+            kinds = typed_kinds(array.type)
+            return {k: coerce(array, k).values for k in self.candidates if k in kinds}
+        fitting = {}
+        for kind in self.candidates:
+            coerced = coerce(array, kind)
+            if not coerced.invalid_count:
+                fitting[kind] = coerced.values
+        return fitting
+
+    def _profile(self, values: pa.Array, kinds: set[str]) -> None:
+        if kinds & {"integer", "float"}:
+            self.numbers.add(values)
+        elif "datetime" in kinds:
+            self.times.add(values, with_total=False)
+        else:
+            self.categories.add(values)
+
+
+# --- the whole table -------------------------------------------------------
+
+
+class TableScan:
+    """Feeds batches of every object into per-column statistics, keeping track
+    of columns some objects lack."""
+
+    def __init__(self, schema: DataSchema | None) -> None:
+        self.declared = {c.name: c for c in schema.columns} if schema else {}
+        self.columns: dict[str, ColumnStats] = {}
+        self.rows = 0
+        self.objects = 0
+        self._first_key: str | None = None
+        self._key = ""
+        self._names: list[str] = []
+        self._typed = False
+        self._object_rows = 0
+
+    def start_object(self, key: str, names: list[str], typed: bool) -> None:
+        self._key, self._names, self._typed, self._object_rows = key, names, typed, 0
+        self._first_key = self._first_key or key
+        for name in names:
+            if name not in self.columns:
+                stats = ColumnStats(name, self.declared.get(name))
+                if self.objects:  # a column new in this object was absent before
+                    stats.add_absent(self.rows, self.objects, self._first_key)
+                self.columns[name] = stats
+
+    def add_batch(self, batch: pa.RecordBatch) -> None:
+        for index, name in enumerate(batch.schema.names):
+            self.columns[name].update(batch.column(index), self._typed)
+        self._object_rows += batch.num_rows
+
+    def finish_object(self) -> None:
+        present = set(self._names)
+        for stats in self.columns.values():
+            if stats.name not in present:
+                stats.add_absent(self._object_rows, 1, self._key)
+        self.rows += self._object_rows
+        self.objects += 1
+
+    def missing_columns(self) -> list[str]:
+        """Declared columns no object has."""
+        return [name for name in self.declared if name not in self.columns]
+
+    @property
+    def null_cells(self) -> int:
+        return sum(c.nulls + c.absent_rows for c in self.columns.values())

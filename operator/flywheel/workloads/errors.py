@@ -1,0 +1,36 @@
+"""Why a workload could not do its job, in words the operator can act on."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Reason = Literal[
+    "SourceUnreachable",
+    "AccessDenied",
+    "NoObjects",
+    "UnreadableData",
+    "InvalidSpec",
+    "ProfileUnwritable",
+    "InternalError",
+]
+
+# One exit code per reason, so a Job's podFailurePolicy can tell "retrying will
+# not help" (a bad spec, unreadable data) from "the store was down for a moment".
+EXIT_CODES: dict[Reason, int] = {
+    "InternalError": 1,
+    "SourceUnreachable": 10,
+    "AccessDenied": 11,
+    "NoObjects": 12,
+    "UnreadableData": 13,
+    "InvalidSpec": 14,
+    "ProfileUnwritable": 15,
+}
+
+
+class SnapshotError(Exception):
+    """The snapshot could not read (or write) what it needs; ends the workload."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason: Reason = reason
+        self.message = message

@@ -1,0 +1,604 @@
+"""`flywheel dataset-snapshot`: version, validation, profile and the result channel.
+
+Local files only (file:// and a local http server); S3 runs against a real
+server in the integration tests.
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.server
+import io
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+from botocore.response import StreamingBody
+from botocore.stub import Stubber
+from click.testing import CliRunner
+
+from flywheel.api.dataset import DatasetSpec
+from flywheel.workloads.columns import coerce
+from flywheel.workloads.errors import EXIT_CODES
+from flywheel.workloads.scan import scan_source
+from flywheel.workloads.snapshot import dataset_snapshot_command, take_snapshot
+from flywheel.workloads.storage import S3Store, s3_client, s3_reason
+from flywheel.workloads.termination import LIMIT_BYTES, render_termination
+
+NUMERIC = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+IRIS_COLUMNS = [
+    *({"name": name, "type": "float", "nullable": False} for name in NUMERIC),
+    {"name": "species", "type": "string", "allowedValues": ["setosa", "versicolor", "virginica"]},
+]
+
+
+@pytest.fixture(scope="session")
+def iris() -> pd.DataFrame:
+    from sklearn.datasets import load_iris
+
+    bunch = load_iris(as_frame=True)
+    frame = bunch.data.set_axis(NUMERIC, axis=1)
+    frame["species"] = bunch.target_names[bunch.target]
+    return frame
+
+
+def write(frame: pd.DataFrame, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+    return path
+
+
+def make_spec(path: Path, fmt: str = "csv", columns=None, quality=None) -> DatasetSpec:
+    wire = {"source": {"uri": path.as_uri(), "format": fmt}}
+    if columns is not None:
+        wire["schema"] = {"columns": columns}
+    if quality is not None:
+        wire["quality"] = quality
+    return DatasetSpec.model_validate(wire)
+
+
+def snapshot(path: Path, fmt: str = "csv", columns=None, quality=None, out: Path | None = None):
+    out = out or path.parent / "profile" / "profile.json"
+    return take_snapshot(make_spec(path, fmt, columns, quality), out.as_uri())
+
+
+# --- version ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_same_bytes_give_the_same_version(iris, tmp_path, fmt):
+    first = write(iris, tmp_path / "a" / f"iris.{fmt}")
+    second = tmp_path / "elsewhere" / f"iris.{fmt}"
+    second.parent.mkdir()
+    shutil.copy(first, second)
+
+    version = snapshot(first, fmt).version
+    assert len(version) == 64 and int(version, 16) >= 0
+    assert snapshot(first, fmt).version == version
+    # Keys are relative to the URI, so a copy elsewhere is the same version.
+    assert snapshot(second, fmt).version == version
+    assert snapshot(second.parent, fmt).version == version
+
+
+def test_any_change_gives_a_new_version(iris, tmp_path):
+    path = write(iris, tmp_path / "data" / "iris.csv")
+    before = snapshot(path.parent).version
+
+    data = bytearray(path.read_bytes())
+    data[-3] = ord("x") if data[-3] != ord("x") else ord("y")  # one byte of a species
+    path.write_bytes(bytes(data))
+    changed = snapshot(path.parent).version
+    assert changed != before
+
+    path.rename(path.with_name("renamed.csv"))
+    assert snapshot(path.parent).version != changed
+
+
+def test_a_folder_is_read_recursively_in_key_order_skipping_other_files(iris, tmp_path):
+    root = tmp_path / "data"
+    write(iris.iloc[:100], root / "b" / "part-1.csv")
+    write(iris.iloc[100:], root / "a.csv")
+    (root / "notes.txt").write_text("not data")
+    (root / "_SUCCESS").write_text("")
+    write(iris, root / ".staging" / "partial.csv")
+
+    result = snapshot(root)
+
+    assert (result.objects, result.rows) == (2, 150)
+    assert [d["key"] for d in result.profile["objectDigests"]] == ["a.csv", "b/part-1.csv"]
+
+
+def test_gzipped_csv_is_read(iris, tmp_path):
+    path = tmp_path / "data" / "iris.csv.gz"
+    path.parent.mkdir()
+    path.write_bytes(gzip.compress(iris.to_csv(index=False).encode()))
+
+    result = snapshot(path.parent, columns=IRIS_COLUMNS)
+
+    assert result.rows == 150
+    assert result.validation.passed
+    assert result.bytes == path.stat().st_size
+
+
+# --- profile ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+@pytest.mark.parametrize("declared", [True, False], ids=["declared", "inferred"])
+def test_profile_matches_pandas(iris, tmp_path, fmt, declared):
+    path = write(iris, tmp_path / f"iris.{fmt}")
+    out = tmp_path / "out" / "profile.json"
+
+    result = snapshot(path, fmt, IRIS_COLUMNS if declared else None, out=out)
+
+    assert (result.rows, result.columns, result.null_cells, result.objects) == (150, 5, 0, 1)
+    assert result.validation.passed
+    profile = json.loads(out.read_text())
+    assert profile == json.loads(json.dumps(result.profile))
+    columns = {c["name"]: c for c in profile["columnProfiles"]}
+    for name in NUMERIC:
+        assert columns[name]["type"] == "float"
+        assert columns[name]["mean"] == pytest.approx(iris[name].mean())
+        assert columns[name]["min"] == iris[name].min()
+        assert columns[name]["max"] == iris[name].max()
+    assert columns["species"]["type"] == "string"
+    assert {c["value"]: c["count"] for c in columns["species"]["categories"]} == {
+        "setosa": 50,
+        "versicolor": 50,
+        "virginica": 50,
+    }
+
+
+def test_profile_counts_nulls_and_infers_kinds(tmp_path):
+    path = tmp_path / "mixed.csv"
+    path.write_text(
+        "id,score,flag,when,note\n"
+        "1,0.5,true,2024-01-01,a\n"
+        "2,,false,2024-01-02T10:00:00Z,\n"
+        "3,1.5,true,2024-01-03 08:30:00,b\n"
+    )
+
+    result = snapshot(path)
+
+    columns = {c["name"]: c for c in result.profile["columnProfiles"]}
+    assert {n: c["type"] for n, c in columns.items()} == {
+        "id": "integer",
+        "score": "float",
+        "flag": "boolean",
+        "when": "datetime",
+        "note": "string",
+    }
+    assert result.null_cells == 2
+    assert columns["score"]["nulls"] == 1 and columns["score"]["mean"] == pytest.approx(1.0)
+    assert (columns["id"]["min"], columns["id"]["max"]) == (1, 3)
+    assert columns["when"]["max"] == "2024-01-03T08:30:00"
+
+
+def test_values_are_read_as_the_declared_kind():
+    text = pa.array([" 7 ", "+5", "3.0", "2.5", "abc", None])
+    ints = coerce(text, "integer")
+    assert ints.values.to_pylist() == [7, 5, 3, None, None, None]
+    assert ints.invalid.to_pylist() == [False, False, False, True, True, False]
+    assert coerce(pa.array([1.0, 2.5]), "integer").invalid.to_pylist() == [False, True]
+    bools = coerce(pa.array(["Yes", "0", "maybe"]), "boolean")
+    assert bools.values.to_pylist() == [True, False, None]
+    times = coerce(pa.array(["2024-02-30", "2024-01-01T00:00:00+01:00"]), "datetime")
+    assert [t and t.isoformat() for t in times.values.to_pylist()] == [None, "2023-12-31T23:00:00"]
+
+
+# --- validation ------------------------------------------------------------
+
+
+def with_blanks(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    frame.loc[[3, 60, 120], "sepal_width"] = np.nan
+    return frame
+
+
+def with_unknown_species(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    frame.loc[[0, 1, 2], "species"] = "unknown"
+    return frame
+
+
+def declare(name: str, **rules) -> list[dict]:
+    return [{**c, **rules} if c["name"] == name else c for c in IRIS_COLUMNS]
+
+
+FAILURES = {
+    "missingColumn": (
+        lambda f: f,
+        [*IRIS_COLUMNS, {"name": "petal_colour", "type": "string"}],
+        None,
+        ("missingColumn", "petal_colour", "not in the data (found columns: sepal_length"),
+    ),
+    "type": (
+        lambda f: f,
+        declare("species", type="float", allowedValues=None),
+        None,
+        ("type", "species", "150 values not of type float"),
+    ),
+    "notNull": (
+        with_blanks,
+        IRIS_COLUMNS,
+        None,
+        ("notNull", "sepal_width", "3 values empty, but nullable is false"),
+    ),
+    "min": (
+        lambda f: f,
+        declare("sepal_length", min=5),
+        None,
+        ("min", "sepal_length", "22 values below min 5, smallest 4.3"),
+    ),
+    "max": (
+        lambda f: f,
+        declare("petal_width", max=2),
+        None,
+        ("max", "petal_width", "23 values above max 2, largest 2.5"),
+    ),
+    "allowedValues": (
+        with_unknown_species,
+        IRIS_COLUMNS,
+        None,
+        (
+            "allowedValues",
+            "species",
+            "column 'species': 3 values not in allowedValues "
+            "[setosa, versicolor, virginica], e.g. 'unknown'",
+        ),
+    ),
+    "minRows": (
+        lambda f: f,
+        IRIS_COLUMNS,
+        {"minRows": 1000},
+        ("minRows", None, "150 rows, fewer than quality.minRows 1000"),
+    ),
+    "maxNullFraction": (
+        with_blanks,
+        declare("sepal_width", nullable=True),
+        {"maxNullFraction": 0.01},
+        ("maxNullFraction", "sepal_width", "2.0% empty (3 of 150 rows)"),
+    ),
+}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+@pytest.mark.parametrize("case", FAILURES)
+def test_each_failed_rule_names_rule_and_column(iris, tmp_path, fmt, case):
+    change, columns, quality, (rule, column, message) = FAILURES[case]
+    path = write(change(iris), tmp_path / f"iris.{fmt}")
+
+    result = snapshot(path, fmt, columns, quality)
+
+    assert not result.validation.passed
+    failures = [(f.rule, f.column, f.message) for f in result.validation.failures]
+    assert len(failures) == 1, failures
+    assert failures[0][:2] == (rule, column)
+    assert message in failures[0][2]
+
+
+def test_typed_data_of_the_wrong_type_says_what_was_found(iris, tmp_path):
+    path = write(iris, tmp_path / "iris.parquet")
+
+    result = snapshot(path, "parquet", declare("species", type="integer", allowedValues=None))
+
+    (failure,) = result.validation.failures
+    assert failure.message == (
+        "column 'species': 150 values not of type integer (found string), "
+        "e.g. 'setosa', 'versicolor', 'virginica'"
+    )
+
+
+def test_failures_are_capped_at_twenty(tmp_path):
+    names = [f"c{i}" for i in range(30)]
+    path = tmp_path / "wide.csv"
+    path.write_text(",".join(names) + "\n" + ",".join("-1" for _ in names) + "\n")
+
+    result = snapshot(path, columns=[{"name": n, "type": "integer", "min": 0} for n in names])
+
+    assert len(result.validation.failures) == 20
+    assert len(result.profile["validation"]["failures"]) == 30
+
+
+# --- termination message ---------------------------------------------------
+
+
+def test_termination_message_fits_in_4_kib_with_many_long_failures(tmp_path):
+    names = [f"a_rather_long_column_name_{'x' * 200}_{i}" for i in range(25)]
+    path = tmp_path / "wide.csv"
+    path.write_text(",".join(names) + "\n" + ",".join("ü" * 300 for _ in names) + "\n")
+    columns = [{"name": n, "type": "integer", "allowedValues": ["1"]} for n in names]
+
+    result = snapshot(path, columns=columns)
+    text = render_termination(result.termination())
+
+    assert len(text.encode()) < LIMIT_BYTES
+    message = json.loads(text)
+    assert message["ok"] is True and message["version"] == result.version
+    assert message["validation"]["passed"] is False
+    assert message["validation"]["failures"], "some failures survive the shrinking"
+
+
+def test_termination_message_keeps_the_reason_and_hides_secrets():
+    secret = "s3cr3t-Acc3ss-k3y"
+    error = {"ok": False, "error": {"reason": "AccessDenied", "message": f"{secret} " * 2000}}
+
+    text = render_termination(error, [secret])
+
+    assert len(text.encode()) < LIMIT_BYTES
+    assert json.loads(text)["error"]["reason"] == "AccessDenied"
+    assert secret not in text
+
+
+# --- the command -----------------------------------------------------------
+
+
+def run_command(tmp_path: Path, spec: dict | str | None, **env: str):
+    log = tmp_path / "termination-log"
+    environment = {
+        "FLYWHEEL_PROFILE_URI": (tmp_path / "out" / "profile.json").as_uri(),
+        "FLYWHEEL_TERMINATION_LOG": str(log),
+        "FLYWHEEL_DATASET_SPEC": spec if isinstance(spec, str | None) else json.dumps(spec),
+        **env,
+    }
+    outcome = CliRunner().invoke(dataset_snapshot_command, [], env=environment)
+    assert outcome.exception is None or isinstance(outcome.exception, SystemExit)
+    message = json.loads(log.read_text())
+    assert len(log.read_bytes()) < LIMIT_BYTES
+    return outcome.exit_code, message
+
+
+def wire(uri: str, fmt: str = "csv", source: dict | None = None, **extra) -> dict:
+    return {"source": {"uri": uri, "format": fmt, **(source or {})}, **extra}
+
+
+def test_command_reports_the_snapshot_even_when_validation_fails(iris, tmp_path):
+    path = write(iris, tmp_path / "iris.csv")
+    spec = wire(path.as_uri(), schema={"columns": declare("sepal_length", max=5)})
+
+    code, message = run_command(tmp_path, spec)
+
+    assert code == 0
+    assert set(message) == {
+        "ok",
+        "version",
+        "rows",
+        "columns",
+        "nullCells",
+        "bytes",
+        "objects",
+        "profileUri",
+        "validation",
+    }
+    assert (message["ok"], message["rows"], message["validation"]["passed"]) == (True, 150, False)
+    assert message["validation"]["failures"][0]["rule"] == "max"
+    assert (tmp_path / "out" / "profile.json").exists()
+
+
+def garbage_parquet(tmp_path: Path) -> str:
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 this is not parquet")
+    return wire((tmp_path / "bad.parquet").as_uri(), "parquet")
+
+
+def ragged_csv(tmp_path: Path) -> str:
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n3,4,5\n")
+    return wire((tmp_path / "bad.csv").as_uri())
+
+
+def empty_csv(tmp_path: Path) -> str:
+    (tmp_path / "empty.csv").write_text("")
+    return wire((tmp_path / "empty.csv").as_uri())
+
+
+def empty_folder(tmp_path: Path) -> str:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "readme.md").write_text("no data yet")
+    return wire((tmp_path / "data").as_uri())
+
+
+ERRORS = {
+    "missing path": (lambda p: wire("file:///nonexistent/iris.csv"), "SourceUnreachable"),
+    "no matching objects": (empty_folder, "NoObjects"),
+    "garbage parquet": (garbage_parquet, "UnreadableData"),
+    "ragged csv": (ragged_csv, "UnreadableData"),
+    "empty csv": (empty_csv, "UnreadableData"),
+    "not json": (lambda p: "{not json", "InvalidSpec"),
+    "bad spec": (lambda p: wire("ftp://x/y"), "InvalidSpec"),
+    "no spec": (lambda p: None, "InvalidSpec"),
+}
+
+
+@pytest.mark.parametrize("case", ERRORS)
+def test_command_fails_with_a_reason_when_data_cannot_be_read(tmp_path, case):
+    make, reason = ERRORS[case]
+
+    code, message = run_command(tmp_path, make(tmp_path))
+
+    assert code == EXIT_CODES[reason] != 0
+    assert message["ok"] is False
+    assert message["error"]["reason"] == reason, message
+    assert message["error"]["message"]
+
+
+@pytest.fixture
+def http_server(iris, tmp_path):
+    body = iris.to_csv(index=False).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.headers.get("Authorization") != "Bearer let-me-in-please":
+                self.send_error(403)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/files/iris.csv"
+    server.shutdown()
+
+
+def test_http_source_uses_the_authorization_header(http_server, tmp_path):
+    code, message = run_command(
+        tmp_path, wire(http_server), HTTP_AUTHORIZATION="Bearer let-me-in-please"
+    )
+    assert (code, message["rows"], message["objects"]) == (0, 150, 1)
+
+    code, message = run_command(tmp_path, wire(http_server), HTTP_AUTHORIZATION="Bearer wrong")
+    assert message["error"]["reason"] == "AccessDenied"
+    assert "wrong" not in json.dumps(message)
+
+
+def test_unreachable_s3_endpoint(tmp_path):
+    code, message = run_command(
+        tmp_path,
+        wire("s3://datasets/iris/", source={"endpoint": "http://127.0.0.1:9"}),
+        AWS_ACCESS_KEY_ID="AKIAEXAMPLEKEY",
+        AWS_SECRET_ACCESS_KEY="very-secret-value",
+    )
+    assert (code, message["error"]["reason"]) == (10, "SourceUnreachable")
+    assert "very-secret-value" not in json.dumps(message)
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "reason"),
+    [
+        ("InvalidAccessKeyId", 403, "AccessDenied"),
+        ("SignatureDoesNotMatch", 403, "AccessDenied"),
+        ("AccessDenied", 403, "AccessDenied"),
+        ("NoSuchBucket", 404, "SourceUnreachable"),
+        ("InternalError", 500, "SourceUnreachable"),
+    ],
+)
+def test_s3_errors_map_to_reasons(code, status, reason):
+    from botocore.exceptions import ClientError
+
+    response = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    assert s3_reason(ClientError(response, "ListObjectsV2")) == reason
+
+
+# --- bounded memory --------------------------------------------------------
+
+# Peak RSS from /proc, not getrusage: on Linux ru_maxrss carries the parent's
+# peak across fork and exec, so pytest's own size would be measured.
+MEASURE = textwrap.dedent(
+    """
+    import json, sys
+    from flywheel.api.dataset import DatasetSpec
+    from flywheel.workloads.reading import use_system_allocator
+    from flywheel.workloads.snapshot import take_snapshot
+
+    small, big, out = sys.argv[1:]
+    use_system_allocator()  # as the command does
+
+    def spec(uri):
+        columns = [{"name": "x", "type": "float"}, {"name": "label", "type": "string"}]
+        return DatasetSpec.model_validate(
+            {"source": {"uri": uri, "format": "csv"}, "schema": {"columns": columns}}
+        )
+
+    def status(field):
+        with open("/proc/self/status") as lines:
+            line = next(line for line in lines if line.startswith(field + ":"))
+        return int(line.split()[1]) * 1024
+
+    take_snapshot(spec(small), out + "/warm.json")  # imports and kernels loaded
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # restart the peak (VmHWM) from the current RSS
+    before = status("VmRSS")
+    result = take_snapshot(spec(big), out + "/big.json")
+    print(json.dumps({"growth": status("VmHWM") - before, "rows": result.rows}))
+    """
+)
+
+
+def generate_csv(path: Path, megabytes: int) -> int:
+    """A CSV of about `megabytes`: one random block of rows written over and over."""
+    rng = np.random.default_rng(7)
+    n = 100_000
+    block = pa.table(
+        {
+            "id": np.arange(n),
+            "x": rng.normal(size=n).round(4),
+            "y": rng.uniform(0, 100, n).round(3),
+            "label": rng.choice(["a", "b", "c"], n),
+            "note": np.char.add("n", rng.integers(0, 50_000, n).astype(str)),
+        }
+    )
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(block, sink)
+    header, body = sink.getvalue().to_pybytes().split(b"\n", 1)
+    repeats = -(-(megabytes << 20) // len(body))
+    with path.open("wb") as out:
+        out.write(header + b"\n")
+        for _ in range(repeats):
+            out.write(body)
+    return n * repeats
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+def test_memory_stays_bounded_on_a_50_mb_csv(iris, tmp_path):
+    small = write(iris, tmp_path / "small.csv")
+    big = tmp_path / "big.csv"
+    rows = generate_csv(big, 50)
+    size = big.stat().st_size
+
+    run = subprocess.run(
+        [sys.executable, "-c", MEASURE, small.as_uri(), big.as_uri(), tmp_path.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+
+    measured = json.loads(run.stdout.strip().splitlines()[-1])
+    assert measured["rows"] == rows
+    assert measured["growth"] < size / 2, f"peak RSS grew {measured['growth'] >> 20} MiB"
+
+
+def test_s3_prefix_is_a_folder_and_pages_are_followed(iris, monkeypatch):
+    # A stubbed client: listing semantics only; a real server runs in integration.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    client = s3_client("http://s3.invalid", "us-east-1")
+    listing = {"Bucket": "b", "Prefix": "iris"}
+    page1 = [{"Key": "iris/a.csv", "Size": 1}, {"Key": "iris/_SUCCESS", "Size": 0}]
+    page2 = [{"Key": "iris/b/c.csv", "Size": 1}, {"Key": "iris2/x.csv", "Size": 1}]
+    body = iris.to_csv(index=False).encode()
+    with Stubber(client) as stub:
+        stub.add_response(
+            "list_objects_v2",
+            {"Contents": page1, "IsTruncated": True, "NextContinuationToken": "t"},
+            listing,
+        )
+        stub.add_response(
+            "list_objects_v2",
+            {"Contents": page2, "IsTruncated": False},
+            listing | {"ContinuationToken": "t"},
+        )
+        for key in ("iris/a.csv", "iris/b/c.csv"):
+            stream = StreamingBody(io.BytesIO(body), len(body))
+            stub.add_response("get_object", {"Body": stream}, {"Bucket": "b", "Key": key})
+
+        spec = DatasetSpec.model_validate(wire("s3://b/iris", schema={"columns": IRIS_COLUMNS}))
+        scanned = scan_source(spec, S3Store("s3://b/iris", client))
+
+    assert [d["key"] for d in scanned.profile["objectDigests"]] == ["a.csv", "b/c.csv"]
+    assert (scanned.rows, scanned.bytes, scanned.failures) == (300, 2 * len(body), [])
