@@ -1,7 +1,12 @@
 """Registers one level-based reconcile per kind with kopf.
 
 Create, update, resume and a resync timer all call the same function, which
-compares the object with what it should be; see reconcile.py."""
+compares the object with what it should be; see reconcile.py.
+
+kopf puts its finalizer on every object that has a timer, so that it can stop
+the timer before the object goes; the operator removes it on deletion. An
+object deleted while no operator runs keeps it until someone removes
+`mlops.flywheel.dev/finalizer` (see the README)."""
 
 from __future__ import annotations
 
@@ -23,9 +28,6 @@ def register(kind: Kind, handler: Callable[..., Any]) -> None:
     kopf.on.update(*resource)(handler)
     kopf.timer(*resource, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)(handler)
 
-    @kopf.on.event(*resource)
-    def forget_deleted(type: str, name: str, namespace: str, **_: Any) -> None:
-        # Objects without finalizers vanish without a delete cause; the raw
-        # DELETED watch event is the one place to drop them from the metrics.
-        if type == "DELETED":
-            PHASES.forget(kind.kind, namespace, name)
+    @kopf.on.delete(*resource, optional=True)
+    def forget(name: str, namespace: str, **_: Any) -> None:
+        PHASES.forget(kind.kind, namespace, name)

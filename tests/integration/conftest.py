@@ -1,0 +1,86 @@
+"""Fixtures for tests that need the CRDs installed or the operator running."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from kube_helpers import RESYNC_SECONDS, Objects, free_port, wait_for
+from kubernetes import client
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def crds(control_plane):
+    """The generated CRDs, installed and Established."""
+    control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    control_plane.kubectl(
+        "wait", "--for", "condition=Established", "--timeout=60s", "-f", str(ROOT / "crds")
+    )
+    return ROOT / "crds"
+
+
+@pytest.fixture(scope="session")
+def objects(kube_api, crds) -> Objects:
+    return Objects(client.CustomObjectsApi(kube_api))
+
+
+@dataclass
+class OperatorProcess:
+    process: subprocess.Popen
+    log: Path
+    metrics_url: str
+    liveness_url: str
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def operator(control_plane, crds, tmp_path_factory):
+    """`flywheel run` as a real process against the control plane."""
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    metrics_port, liveness_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(control_plane.kubeconfig),
+        "FLYWHEEL_RESYNC_SECONDS": str(RESYNC_SECONDS),
+    }
+    command = [
+        sys.executable, "-m", "flywheel.cli", "run",
+        "--metrics-address", "127.0.0.1", "--metrics-port", str(metrics_port),
+        "--liveness", f"http://127.0.0.1:{liveness_port}/healthz",
+        "--log-format", "json",
+    ]  # fmt: skip
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    running = OperatorProcess(
+        process,
+        log,
+        metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
+        liveness_url=f"http://127.0.0.1:{liveness_port}/healthz",
+    )
+
+    def healthy():
+        if process.poll() is not None:
+            pytest.fail(f"operator exited with {process.returncode}:\n{running.log_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(running.liveness_url, timeout=2) as answer:
+                return answer.status == 200
+        except OSError:
+            return False
+
+    wait_for(healthy, timeout=60, what="the operator's liveness endpoint")
+    yield running
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail("the operator did not stop within 20 s of SIGTERM")

@@ -1,0 +1,65 @@
+"""Small helpers for tests that talk to the control plane as a user would."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from flywheel.api.common import GROUP, VERSION
+from flywheel.api.kinds import BY_KIND
+
+# The operator under test resyncs this often, so reference and hot-loop checks
+# take seconds.
+RESYNC_SECONDS = 2
+
+
+def wait_for(probe: Callable[[], Any], timeout: float = 30, every: float = 0.3, what: str = ""):
+    """Poll until probe() returns something truthy; return it, or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(every)
+    pytest.fail(f"timed out after {timeout}s waiting for {what or probe}; last value: {last!r}")
+
+
+@dataclass
+class Objects:
+    """Create and read Flywheel objects as a user would, through the API."""
+
+    api: client.CustomObjectsApi
+
+    def create(self, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
+        kind = BY_KIND[obj["kind"]]
+        body = {"apiVersion": f"{GROUP}/{VERSION}", **obj}
+        return self.api.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, kind.plural, body
+        )
+
+    def get(self, namespace: str, kind: str, name: str) -> dict[str, Any]:
+        plural = BY_KIND[kind].plural
+        return self.api.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+
+    def patch(self, namespace: str, kind: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        plural = BY_KIND[kind].plural
+        return self.api.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, plural, name, body
+        )
+
+    def condition(self, namespace: str, kind: str, name: str, type_: str) -> dict | None:
+        status = self.get(namespace, kind, name).get("status") or {}
+        return next((c for c in status.get("conditions", []) if c["type"] == type_), None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

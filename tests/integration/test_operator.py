@@ -1,0 +1,193 @@
+"""`flywheel run` against the real control plane: status, Events, metrics, and
+objects it cannot act on."""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from kube_helpers import RESYNC_SECONDS, wait_for
+from kubernetes import client
+
+from flywheel.api.kinds import BY_KIND
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.integration
+
+
+def samples() -> list[dict]:
+    docs = []
+    for path in sorted((ROOT / "manifests" / "samples").glob("*.yaml")):
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d and d["kind"] in BY_KIND]
+    return docs
+
+
+def reported(objects, namespace, kind, name, generation=1):
+    """The status once the operator has acted on this generation, else None."""
+    status = objects.get(namespace, kind, name).get("status") or {}
+    if status.get("observedGeneration") == generation and status.get("conditions"):
+        return status
+    return None
+
+
+def events_for(kube_api, namespace, name) -> list:
+    events = client.CoreV1Api(kube_api).list_namespaced_event(namespace).items
+    return [e for e in events if e.involved_object.name == name]
+
+
+def test_samples_get_status_conditions_and_events(operator, objects, namespace, kube_api):
+    for obj in samples():
+        objects.create(namespace, obj)
+    for obj in samples():
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        status = wait_for(
+            lambda k=kind, n=name: reported(objects, namespace, k, n),
+            timeout=30,
+            what=f"{kind} {name}",
+        )
+        accepted = next(c for c in status["conditions"] if c["type"] == "Accepted")
+        assert accepted["status"] == "True", accepted
+        assert status["phase"] == "Pending"
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        assert ready["status"] == "False" and ready["reason"] and ready["message"]
+    wait_for(lambda: events_for(kube_api, namespace, "iris"), what="Events about iris")
+
+
+def test_spec_change_moves_observed_generation(operator, objects, namespace):
+    objects.create(namespace, samples()[0])  # the Dataset
+    wait_for(lambda: reported(objects, namespace, "Dataset", "iris"), what="first status")
+    objects.patch(namespace, "Dataset", "iris", {"spec": {"refreshInterval": "5m"}})
+    wait_for(lambda: reported(objects, namespace, "Dataset", "iris", 2), what="generation 2")
+
+
+def test_missing_reference_is_named_then_resolved(operator, objects, namespace, kube_api):
+    run = next(o for o in samples() if o["kind"] == "TrainingRun")
+    objects.create(namespace, run)
+
+    def not_found():
+        found = objects.condition(namespace, "TrainingRun", "iris-rf", "Accepted")
+        return found if found and found["reason"] == "DatasetNotFound" else None
+
+    accepted = wait_for(not_found, timeout=30, what="DatasetNotFound")
+    assert accepted["status"] == "False"
+    assert "spec.datasetRef.name" in accepted["message"] and "'iris'" in accepted["message"]
+    warnings = [e for e in events_for(kube_api, namespace, "iris-rf") if e.type == "Warning"]
+    assert any(e.reason == "DatasetNotFound" for e in warnings)
+
+    objects.create(namespace, samples()[0])  # the Dataset appears
+
+    def resolved():
+        found = objects.condition(namespace, "TrainingRun", "iris-rf", "Accepted")
+        return found and found["status"] == "True"
+
+    wait_for(resolved, timeout=10 * RESYNC_SECONDS, what="the reference to resolve")
+
+
+def test_converged_objects_are_not_written_again(operator, objects, namespace):
+    for obj in samples():
+        objects.create(namespace, obj)
+    for obj in samples():
+        wait_for(lambda o=obj: reported(objects, namespace, o["kind"], o["metadata"]["name"]))
+    # kopf finishes its own bookkeeping writes (annotations) shortly after.
+    time.sleep(RESYNC_SECONDS)
+    before = {o["kind"]: _version(objects, namespace, o) for o in samples()}
+    time.sleep(4 * RESYNC_SECONDS)  # four resync timers fire for every object
+    after = {o["kind"]: _version(objects, namespace, o) for o in samples()}
+    assert before == after, "a converged object was written again (hot loop)"
+
+
+def _version(objects, namespace, obj) -> str:
+    got = objects.get(namespace, obj["kind"], obj["metadata"]["name"])
+    return got["metadata"]["resourceVersion"]
+
+
+def test_kopf_keys_live_under_the_project_group(operator, objects, namespace):
+    objects.create(namespace, samples()[0])
+    wait_for(lambda: reported(objects, namespace, "Dataset", "iris"))
+    time.sleep(1)
+    meta = objects.get(namespace, "Dataset", "iris")["metadata"]
+    keys = list(meta.get("annotations", {})) + list(meta.get("finalizers", []))
+    assert not [k for k in keys if "kopf.zalando.org" in k], keys
+    assert any(k.startswith("mlops.flywheel.dev/") for k in keys), keys
+
+
+def test_metrics_and_liveness(operator, objects, namespace):
+    objects.create(namespace, samples()[0])
+    wait_for(lambda: reported(objects, namespace, "Dataset", "iris"))
+    with urllib.request.urlopen(operator.liveness_url, timeout=5) as answer:
+        assert answer.status == 200
+    with urllib.request.urlopen(operator.metrics_url, timeout=5) as answer:
+        text = answer.read().decode()
+    ok = re.search(r'flywheel_reconcile_total\{kind="Dataset",result="ok"\} (\d+)', text)
+    assert ok and float(ok.group(1)) >= 1, text[:2000]
+    assert re.search(r'flywheel_objects\{kind="Dataset",phase="Pending"\} [1-9]', text)
+    assert 'flywheel_reconcile_duration_seconds_count{kind="Dataset"}' in text
+
+
+LOOSE_SPEC = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+
+
+@pytest.fixture
+def loosened_dataset_crd(control_plane, crds):
+    """The Dataset CRD with its spec schema switched off, as an old or hand-edited
+    CRD would be, so that a malformed object can reach the operator."""
+    path = crds / "mlops.flywheel.dev_datasets.yaml"
+    crd = yaml.safe_load(path.read_text())
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"] = LOOSE_SPEC
+    loose = path.parent.parent / ".cache" / "loose-dataset-crd.yaml"
+    loose.parent.mkdir(exist_ok=True)
+    loose.write_text(yaml.safe_dump(crd))
+    control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(loose))
+    yield
+    control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+
+
+def test_malformed_object_gets_a_condition_and_the_operator_carries_on(
+    operator, objects, namespace, kube_api, loosened_dataset_crd
+):
+    malformed = {
+        "kind": "Dataset",
+        "metadata": {"name": "malformed"},
+        "spec": {"source": {"uri": "s3://b/x", "format": "xml"}, "quality": {"minRows": "many"}},
+    }
+    time.sleep(1)  # the apiserver serves the loosened schema shortly after apply
+    objects.create(namespace, malformed)
+    status = wait_for(lambda: reported(objects, namespace, "Dataset", "malformed"), timeout=30)
+    assert status["phase"] == "Failed"
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "InvalidSpec"
+    assert "spec.source.format" in ready["message"]
+    assert "spec.quality.minRows" in ready["message"]
+    warnings = [e for e in events_for(kube_api, namespace, "malformed") if e.type == "Warning"]
+    assert any(e.reason == "InvalidSpec" for e in warnings)
+
+    # Others are still served, and the bad one is not retried in a loop.
+    objects.create(namespace, samples()[0])
+    wait_for(lambda: reported(objects, namespace, "Dataset", "iris"), what="a good object")
+    version = _version(objects, namespace, malformed)
+    time.sleep(3 * RESYNC_SECONDS)
+    assert _version(objects, namespace, malformed) == version
+    assert operator.process.poll() is None, "the operator died"
+    assert "Traceback" not in operator.log_text()
+
+
+def test_delete_completes(operator, objects, namespace):
+    obj = {**samples()[0], "metadata": {"name": "short-lived"}}
+    objects.create(namespace, obj)
+    wait_for(lambda: reported(objects, namespace, "Dataset", "short-lived"))
+    objects.api.delete_namespaced_custom_object(
+        "mlops.flywheel.dev", "v1alpha1", namespace, "datasets", "short-lived"
+    )
+
+    def gone():
+        try:
+            objects.get(namespace, "Dataset", "short-lived")
+        except client.ApiException as err:
+            return err.status == 404
+        return False
+
+    wait_for(gone, timeout=30, what="the operator to release its finalizer")
