@@ -13,7 +13,8 @@ KUBECTL := $(BIN)/kubectl --kubeconfig $(KUBECONFIG_LOCAL)
 DEMO_NS ?= flywheel-demo
 export FLYWHEEL_CACHE := $(CACHE)
 
-.PHONY: help install cluster-bin cluster-up cluster-down crds lint test demo demo-down operator-up operator-down
+.PHONY: help install cluster-bin cluster-up cluster-down services-bin services-up services-down \
+        crds lint test demo demo-down operator-up operator-down
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -37,6 +38,15 @@ cluster-up: install cluster-bin ## start etcd, kube-apiserver, controller-manage
 cluster-down: operator-down ## stop the local control plane
 	@$(CLUSTER) down
 
+services-bin: ## build the S3-compatible object store (versitygw) from Go modules (cached)
+	bash tests/services/build_s3.sh
+
+services-up: install services-bin ## start the object store and an mlflow server on 127.0.0.1
+	@$(PY) tests/services/mlflowserver.py up
+
+services-down: ## stop mlflow and the object store (drops their data)
+	@$(PY) tests/services/mlflowserver.py down; $(PY) tests/services/objectstore.py down
+
 crds: install ## regenerate crds/ and the chart's copy from the pydantic models
 	$(VENV)/bin/flywheel crds
 
@@ -46,7 +56,7 @@ lint: install ## ruff, import boundaries, and the CRDs are up to date
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/flywheel crds --check
 
-test: install cluster-bin ## unit and integration tests against a real control plane
+test: install cluster-bin services-bin ## unit and integration tests against a real control plane
 	$(PY) -m pytest tests
 
 operator-up: cluster-up ## run the operator in the background against the local cluster
