@@ -494,7 +494,7 @@ class ControlPlane:
 
     def _wait(self, component: str, deadline: float, ready: Callable[[], bool]) -> None:
         while not ready():
-            dead = [c for c in COMPONENTS if self._started(c) and not self._pid(c)]
+            dead = [c for c in COMPONENTS if self._exited(c)]
             if dead or time.monotonic() > deadline:
                 culprit = dead[0] if dead else component
                 why = "exited" if dead else f"not ready within {UP_TIMEOUT:.0f}s"
@@ -504,6 +504,21 @@ class ControlPlane:
 
     def _started(self, component: str) -> bool:
         return (self.state_dir / f"{component}.pid").exists()
+
+    def _exited(self, component: str) -> bool:
+        """Whether a component this process started has ended. Asked of our
+        own child through its Popen object: the pid file check alone once
+        called a healthy etcd dead in CI (a transient /proc read)."""
+        if not self._started(component):
+            return False
+        try:
+            pid = int((self.state_dir / f"{component}.pid").read_text())
+        except (OSError, ValueError):
+            return False  # being written right now
+        child = _CHILDREN.get(pid)
+        if child is not None:
+            return child.poll() is not None
+        return self._pid(component) is None
 
     def _tail(self, component: str, lines: int = 40) -> str:
         path = self.state_dir / f"{component}.log"
