@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent / "cluster"))
 import controlplane  # noqa: E402
 
 # The object store and mlflow server fixtures (tests/services/fixtures.py).
-pytest_plugins = ["services.fixtures"]
+pytest_plugins = ["services.fixtures", "cluster.runner_fixture"]
 
 CLUSTER_FIXTURES = {"control_plane", "kube_api", "namespace"}
 

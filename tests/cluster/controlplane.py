@@ -7,7 +7,10 @@
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok as
 detached daemons on free 127.0.0.1 ports, and prints the kubeconfig path.
 kwok plays the kubelet of one fake node, `kwok-node-0`, so Pods, Jobs and
-Deployments go through their whole life without a container runtime.
+Deployments go through their whole life without a container runtime. That node
+is tainted `kwok.x-k8s.io/node=fake:NoSchedule`: only pods that tolerate it (and
+select it) get kwok's invented results; every other pod waits for a node whose
+kubelet runs it for real (`runner-0`, tests/cluster/podrunner.py).
 
 The cluster is secured like a real one: TLS with client certificates for every
 client (only etcd's single-member peer port and metrics port, both loopback, are
@@ -582,6 +585,9 @@ def _kwok_node() -> dict:
             "labels": {"type": "kwok", "kubernetes.io/hostname": NODE_NAME,
                        "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"},
         },
+        # Only pods that tolerate this taint land here: every other pod goes to a
+        # node whose kubelet really runs it (tests/cluster/podrunner.py).
+        "spec": {"taints": [{"key": key, "value": value, "effect": "NoSchedule"}]},
         # kwok keeps capacity/allocatable a node already reports.
         "status": {"capacity": resources, "allocatable": resources},
     }  # fmt: skip

@@ -34,6 +34,17 @@ def restricted_container(name: str) -> client.V1Container:
     )
 
 
+def on_kwok(**spec) -> client.V1PodSpec:
+    """A pod spec for kwok's fake node: it tolerates the node's taint and selects it.
+    (Pods without both land on the pod runner's node, which runs them for real.)"""
+    key, value = controlplane.KWOK_ANNOTATION
+    return client.V1PodSpec(
+        node_selector={"type": "kwok"},
+        tolerations=[client.V1Toleration(key=key, value=value, effect="NoSchedule")],
+        **spec,
+    )
+
+
 def wait_for(what: str, probe, timeout: float = TIMEOUT):
     """Poll `probe` until it returns something truthy; fail with the last value seen."""
     deadline = time.monotonic() + timeout
@@ -53,7 +64,7 @@ def test_apiserver_runs_the_pinned_version(kube_api):
 
 def test_job_runs_to_success(kube_api, namespace):
     batch = client.BatchV1Api(kube_api)
-    pod = client.V1PodSpec(restart_policy="Never", containers=[restricted_container("main")])
+    pod = on_kwok(restart_policy="Never", containers=[restricted_container("main")])
     job = client.V1Job(
         metadata=client.V1ObjectMeta(name="hello"),
         spec=client.V1JobSpec(backoff_limit=0, template=client.V1PodTemplateSpec(spec=pod)),
@@ -76,7 +87,7 @@ def test_deployment_becomes_available(kube_api, namespace):
     labels = {"app": "web"}
     template = client.V1PodTemplateSpec(
         metadata=client.V1ObjectMeta(labels=labels),
-        spec=client.V1PodSpec(containers=[restricted_container("web")]),
+        spec=on_kwok(containers=[restricted_container("web")]),
     )
     deployment = client.V1Deployment(
         metadata=client.V1ObjectMeta(name="web"),

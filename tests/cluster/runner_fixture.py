@@ -1,0 +1,49 @@
+"""The `pod_runner` session fixture: pods bound to node `runner-0` run for real.
+
+A pytest plugin (tests/conftest.py: `pytest_plugins = [..., "cluster.runner_fixture"]`).
+It starts tests/cluster/podrunner.py in this process with the image map
+`flywheel -> the bin dir of this Python`, so the project's own image runs the
+commands installed in this environment (`flywheel ...`, `python ...`), and stops
+it when the session ends. A runner someone else keeps alive for the same node
+(`python tests/cluster/podrunner.py ...`) is used as it is, and left running.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import controlplane  # noqa: E402
+import podrunner  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def pod_runner(control_plane, tmp_path_factory):
+    _taint_kwok_node(control_plane)
+    # Not resolved: the venv's bin dir, whose python is the venv's interpreter.
+    image_map = {"flywheel": Path(sys.executable).parent}
+    runner = podrunner.PodRunner(
+        control_plane.kubeconfig, image_map, tmp_path_factory.mktemp("pod-runner")
+    )
+    if podrunner.serving_instance(control_plane.kubeconfig, runner.node_name):
+        yield runner  # served by a runner outside this session: not ours to start or stop
+        return
+    runner.start()
+    try:
+        runner.wait_schedulable()
+        yield runner
+    finally:
+        runner.stop()
+
+
+def _taint_kwok_node(control_plane) -> None:
+    """A cluster started before kwok's node was tainted would let kwok take (and
+    fake) the pods meant for the runner: add the taint where it is missing."""
+    name = controlplane.NODE_NAME
+    if control_plane.kubectl("get", "node", name, check=False).returncode != 0:
+        return
+    key, value = controlplane.KWOK_ANNOTATION
+    control_plane.kubectl("taint", "node", name, f"{key}={value}:NoSchedule", "--overwrite")
