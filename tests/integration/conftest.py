@@ -42,15 +42,25 @@ class OperatorProcess:
         return self.log.read_text(errors="replace")
 
 
+ARTIFACT_BUCKET = "flywheel-artifacts"
+
+
 @pytest.fixture(scope="session")
-def operator(control_plane, crds, tmp_path_factory):
-    """`flywheel run` as a real process against the control plane."""
+def operator(control_plane, crds, object_store, pod_runner, tmp_path_factory):
+    """`flywheel run` as a real process against the control plane, with the
+    object store as its artifact store; the pods it creates run on the
+    pod-runner node."""
+    object_store.make_bucket(ARTIFACT_BUCKET)
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     metrics_port, liveness_port = free_port(), free_port()
     env = {
         **os.environ,
         "KUBECONFIG": str(control_plane.kubeconfig),
         "FLYWHEEL_RESYNC_SECONDS": str(RESYNC_SECONDS),
+        "FLYWHEEL_IMAGE": "flywheel:dev",
+        "FLYWHEEL_S3_ENDPOINT": object_store.endpoint_url,
+        "FLYWHEEL_ARTIFACT_ROOT": f"s3://{ARTIFACT_BUCKET}",
+        "FLYWHEEL_ARTIFACT_SECRET": "flywheel-artifacts",
     }
     command = [
         sys.executable, "-m", "flywheel.cli", "run",
@@ -84,3 +94,17 @@ def operator(control_plane, crds, tmp_path_factory):
     except subprocess.TimeoutExpired:
         process.kill()
         pytest.fail("the operator did not stop within 20 s of SIGTERM")
+
+
+@pytest.fixture
+def artifact_secret(kube_api, namespace, object_store):
+    """The Secret the operator's workloads use for the artifact store."""
+    secret = client.V1Secret(
+        metadata=client.V1ObjectMeta(name="flywheel-artifacts"),
+        string_data={
+            "AWS_ACCESS_KEY_ID": object_store.access_key,
+            "AWS_SECRET_ACCESS_KEY": object_store.secret_key,
+        },
+    )
+    client.CoreV1Api(kube_api).create_namespaced_secret(namespace, secret)
+    return "flywheel-artifacts"

@@ -5,9 +5,14 @@ from __future__ import annotations
 import kopf
 import pytest
 
+from flywheel.api.conditions import FALSE, ConditionUpdate
 from flywheel.api.kinds import DATASET, TRAINING_RUN
-from flywheel.controllers import datasets, trainingruns
-from flywheel.controllers.reconcile import reconcile
+from flywheel.controllers import trainingruns
+from flywheel.controllers.reconcile import Assessment, accepted, reconcile
+
+
+def waiting(spec, body) -> Assessment:
+    return Assessment("Pending", [accepted(), ConditionUpdate("Ready", FALSE, "Waiting", "w")])
 
 
 @pytest.fixture
@@ -37,7 +42,7 @@ def run(kind, obj, assess):
 
 def test_malformed_spec_becomes_a_failed_condition_not_an_exception(events):
     obj = body("Dataset", {"source": {"uri": "s3://b/p", "format": "xml"}})
-    patch = run(DATASET, obj, datasets.assess)
+    patch = run(DATASET, obj, waiting)
     status = patch["status"]
     assert status["phase"] == "Failed"
     assert status["observedGeneration"] == 3
@@ -49,10 +54,10 @@ def test_malformed_spec_becomes_a_failed_condition_not_an_exception(events):
 
 def test_second_reconcile_of_unchanged_object_writes_nothing(events):
     obj = body("Dataset", {"source": {"uri": "s3://b/p", "format": "csv"}})
-    first = run(DATASET, obj, datasets.assess)
+    first = run(DATASET, obj, waiting)
     obj["status"] = dict(first["status"])
     posted = len(events)
-    second = run(DATASET, obj, datasets.assess)
+    second = run(DATASET, obj, waiting)
     assert dict(second) == {}
     assert len(events) == posted, "no Event when nothing changed"
 
@@ -67,7 +72,7 @@ def test_missing_dataset_is_named_with_the_field(events):
     accepted = next(c for c in patch["status"]["conditions"] if c["type"] == "Accepted")
     assert accepted["reason"] == "DatasetNotFound"
     assert "spec.datasetRef.name" in accepted["message"] and "'nope'" in accepted["message"]
-    present = FakeIndex({("ns", "nope"): ["Ready"]})
+    present = FakeIndex({("ns", "nope"): [{"phase": "Ready", "version": "ab" * 32, "spec": {}}]})
     obj["status"] = dict(patch["status"])
     patch = run(TRAINING_RUN, obj, lambda s, b: trainingruns.assess(s, b, present))
     accepted = next(c for c in patch["status"]["conditions"] if c["type"] == "Accepted")

@@ -165,6 +165,20 @@ class ProfileSummary(StatusModel):
     objects: int | None = Field(default=None, description="Number of source objects.")
 
 
+class SnapshotAttempt(StatusModel):
+    """The most recent snapshot Job; its sequence number names it, so an
+    operator restarted mid-way finds the Job it created instead of a second one."""
+
+    sequence: int = Field(description="Attempt number; the Job is <dataset>-snapshot-<sequence>.")
+    job_name: str = Field(description="The snapshot Job.")
+    generation: int | None = Field(default=None, description="metadata.generation it snapshots.")
+    state: Literal["Running", "Succeeded", "Failed"] = Field(
+        description="Running, Succeeded or Failed."
+    )
+    start_time: datetime | None = Field(default=None, description="When the Job was created.")
+    finish_time: datetime | None = Field(default=None, description="When its result was read.")
+
+
 class DatasetStatus(ResourceStatus):
     phase: Literal["Pending", "Snapshotting", "Ready", "Failed"] | None = Field(
         default=None, description="Pending, Snapshotting, Ready or Failed."
@@ -179,3 +193,4 @@ class DatasetStatus(ResourceStatus):
     last_snapshot_time: datetime | None = Field(
         default=None, description="When the last snapshot finished."
     )
+    snapshot: SnapshotAttempt | None = Field(default=None, description="The latest snapshot Job.")

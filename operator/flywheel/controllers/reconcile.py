@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 from pydantic import BaseModel, ValidationError
 
 from ..api.conditions import FALSE, TRUE, ConditionUpdate, find, merge_conditions
@@ -31,6 +32,8 @@ class Assessment:
     phase: str
     conditions: list[ConditionUpdate]
     fields: dict[str, Any] = field(default_factory=dict)
+    # Events beyond condition changes: (type, reason, message).
+    events: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 Assess = Callable[[BaseModel, Mapping[str, Any]], Assessment]
@@ -45,13 +48,23 @@ def reconcile(kind: Kind, body: Mapping[str, Any], patch: kopf.Patch, assess: As
     except ValidationError as err:
         assessment, result = invalid_spec(err), "invalid"
     else:
-        assessment = assess(spec, body)
+        try:
+            assessment = assess(spec, body)
+        except ApiException as err:
+            # Forbidden, conflicts, an apiserver restarting: try again soon,
+            # with the API's own words rather than a traceback.
+            RECONCILES.labels(kind.kind, "error").inc()
+            raise kopf.TemporaryError(
+                f"Kubernetes API: {err.status} {err.reason}", delay=10
+            ) from err
     old = dict(body.get("status") or {})
     new = render_status(old, assessment, meta.get("generation"))
     changes = {k: v for k, v in new.items() if old.get(k) != v}
     if changes:
         patch.status.update(changes)
     announce(body, old.get("conditions"), new["conditions"])
+    for type_, reason, message in assessment.events:
+        kopf.event(body, type=type_, reason=reason, message=message)
     PHASES.record(kind.kind, meta.get("namespace", ""), meta["name"], new["phase"])
     RECONCILES.labels(kind.kind, result).inc()
     RECONCILE_SECONDS.labels(kind.kind).observe(time.monotonic() - started)

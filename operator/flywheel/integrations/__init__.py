@@ -1,0 +1,1 @@
+"""The few places that talk to the outside: Kubernetes, MLflow, object storage."""
