@@ -9,6 +9,7 @@ import click
 
 from . import __version__
 from .workloads.snapshot import dataset_snapshot_command
+from .workloads.train import train_command
 
 
 @click.group()
@@ -101,6 +102,7 @@ def crds(out_dirs: tuple[Path, ...], check: bool) -> None:
 
 
 main.add_command(dataset_snapshot_command)
+main.add_command(train_command)
 
 if __name__ == "__main__":
     main()

@@ -12,6 +12,13 @@ Reason = Literal[
     "InvalidSpec",
     "ProfileUnwritable",
     "InternalError",
+    # flywheel train
+    "DatasetChanged",
+    "UnknownEstimator",
+    "InvalidHyperparameters",
+    "MetricNotApplicable",
+    "InvalidData",
+    "TrackingUnavailable",
 ]
 
 # One exit code per reason, so a Job's podFailurePolicy can tell "retrying will
@@ -24,13 +31,24 @@ EXIT_CODES: dict[Reason, int] = {
     "UnreadableData": 13,
     "InvalidSpec": 14,
     "ProfileUnwritable": 15,
+    # flywheel train: all but TrackingUnavailable fail again on a retry.
+    "DatasetChanged": 20,
+    "UnknownEstimator": 21,
+    "InvalidHyperparameters": 22,
+    "MetricNotApplicable": 23,
+    "InvalidData": 24,
+    "TrackingUnavailable": 25,
 }
 
 
-class SnapshotError(Exception):
-    """The snapshot could not read (or write) what it needs; ends the workload."""
+class WorkloadError(Exception):
+    """The workload cannot do its job for a reason the operator can act on; ends it."""
 
     def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(message)
         self.reason: Reason = reason
         self.message = message
+
+
+# The name the dataset snapshot and the storage helpers raise it by.
+SnapshotError = WorkloadError

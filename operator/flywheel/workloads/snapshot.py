@@ -169,13 +169,16 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
-def configure_logging(secrets: list[str]) -> None:
+def configure_logging(secrets: list[str], names: tuple[str, ...] = ("flywheel.snapshot",)) -> None:
+    """Log these loggers to stderr with secrets redacted (`flywheel train` shares it)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     handler.addFilter(_RedactingFilter(secrets))
-    log.handlers = [handler]  # idempotent: the command may run twice in one process
-    log.setLevel(logging.INFO)
-    log.propagate = False
+    for name in names:
+        logger = logging.getLogger(name)
+        logger.handlers = [handler]  # idempotent: the command may run twice in one process
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 @click.command("dataset-snapshot")

@@ -2,8 +2,9 @@
 
 The kubelet keeps at most 4096 bytes of it, and a cut-off JSON document is
 worse than a short one, so `render_termination` shrinks the message until it
-fits: long strings first, then failures from the end, then everything but the
-verdict.
+fits: long strings first, then failures and long lists (the trainer's features)
+from the end, then everything but the verdict and the few keys the operator
+cannot do without.
 """
 
 from __future__ import annotations
@@ -16,7 +17,12 @@ from typing import Any
 DEFAULT_PATH = "/dev/termination-log"
 LIMIT_BYTES = 4000  # below the kubelet's 4096, with room to spare
 CLIP_LENGTHS = (1000, 300, 120, 60)
-UNCLIPPED = frozenset({"version", "profileUri"})  # clipping would make them wrong
+# Clipping would make them wrong.
+UNCLIPPED = frozenset({"version", "profileUri", "runId", "modelUri", "modelId", "datasetVersion"})
+# Lists that may lose items from the end; "<key>Omitted" says how many.
+SHORTENED = ("features",)
+# What the last resort keeps besides the verdict: ids and numbers, all short.
+ESSENTIAL = ("version", "runId", "modelUri", "modelId", "datasetVersion", "metrics")
 REDACTED = "***"
 # Environment variables whose values must never leave the pod.
 SECRET_VARIABLES = (
@@ -24,6 +30,8 @@ SECRET_VARIABLES = (
     "AWS_SESSION_TOKEN",
     "AWS_ACCESS_KEY_ID",
     "HTTP_AUTHORIZATION",
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_PASSWORD",
 )
 
 
@@ -64,7 +72,18 @@ def _shrinking(message: dict[str, Any]) -> Iterator[dict[str, Any]]:
         shorter["validation"]["failures"] = shorter["validation"]["failures"][:keep]
         shorter["validation"]["omitted"] = len(failures) - keep
         yield shorter
-    last: dict[str, Any] = {key: message[key] for key in ("ok", "version") if key in message}
+    for key in SHORTENED:
+        items = message.get(key)
+        if not isinstance(items, list):
+            continue
+        keep = len(items)
+        while keep > 0:
+            keep = min(keep - 1, keep * 7 // 8)
+            shorter = _clip(message, CLIP_LENGTHS[-1])
+            shorter[key] = shorter[key][:keep]
+            shorter[key + "Omitted"] = len(items) - keep
+            yield shorter
+    last: dict[str, Any] = {key: message[key] for key in ("ok", *ESSENTIAL) if key in message}
     if "error" in message:
         last["error"] = {"reason": message["error"]["reason"]}
     yield last | {"truncated": True}
