@@ -46,7 +46,7 @@ ARTIFACT_BUCKET = "flywheel-artifacts"
 
 
 @pytest.fixture(scope="session")
-def operator(control_plane, crds, object_store, pod_runner, tmp_path_factory):
+def operator(control_plane, crds, object_store, mlflow_server, pod_runner, tmp_path_factory):
     """`flywheel run` as a real process against the control plane, with the
     object store as its artifact store; the pods it creates run on the
     pod-runner node."""
@@ -61,6 +61,7 @@ def operator(control_plane, crds, object_store, pod_runner, tmp_path_factory):
         "FLYWHEEL_S3_ENDPOINT": object_store.endpoint_url,
         "FLYWHEEL_ARTIFACT_ROOT": f"s3://{ARTIFACT_BUCKET}",
         "FLYWHEEL_ARTIFACT_SECRET": "flywheel-artifacts",
+        "MLFLOW_TRACKING_URI": mlflow_server.tracking_uri,
     }
     command = [
         sys.executable, "-m", "flywheel.cli", "run",

@@ -19,6 +19,7 @@ from ..api.common import GROUP, VERSION
 from ..api.kinds import Kind
 from ..config import RESYNC_SECONDS
 from ..metrics import PHASES
+from .reconcile import forget_lock
 
 
 def register(kind: Kind, handler: Callable[..., Any]) -> None:
@@ -29,5 +30,6 @@ def register(kind: Kind, handler: Callable[..., Any]) -> None:
     kopf.timer(*resource, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)(handler)
 
     @kopf.on.delete(*resource, optional=True)
-    def forget(name: str, namespace: str, **_: Any) -> None:
+    def forget(name: str, namespace: str, uid: str, **_: Any) -> None:
         PHASES.forget(kind.kind, namespace, name)
+        forget_lock(uid)

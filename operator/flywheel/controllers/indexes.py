@@ -18,11 +18,6 @@ def dataset_phases(namespace: str, name: str, status: Mapping[str, Any], **_: An
     return {(namespace, name): status.get("phase")}
 
 
-@kopf.index(GROUP, VERSION, "trainingruns")
-def training_run_phases(namespace: str, name: str, status: Mapping[str, Any], **_: Any):
-    return {(namespace, name): status.get("phase")}
-
-
 @kopf.index(GROUP, VERSION, "modelversions")
 def model_version_phases(namespace: str, name: str, status: Mapping[str, Any], **_: Any):
     return {(namespace, name): status.get("phase")}
@@ -34,3 +29,34 @@ def phase_of(index: kopf.Index, namespace: str, name: str) -> str | None:
     if store is None:
         return None
     return next(iter(store), None) or ""
+
+
+@kopf.index(GROUP, VERSION, "datasets")
+def dataset_snapshots(
+    namespace: str, name: str, spec: Mapping[str, Any], status: Mapping[str, Any], **_: Any
+):
+    """What a TrainingRun needs of its Dataset: phase, current version, source."""
+    return {
+        (namespace, name): {
+            "phase": status.get("phase"),
+            "version": status.get("version"),
+            "spec": dict(spec),
+        }
+    }
+
+
+def lookup(index: kopf.Index, namespace: str, name: str) -> Any:
+    store = index.get((namespace, name))
+    return next(iter(store), None) if store is not None else None
+
+
+@kopf.index(GROUP, VERSION, "trainingruns")
+def training_runs(namespace: str, name: str, status: Mapping[str, Any], **_: Any):
+    """What a ModelVersion needs of its TrainingRun."""
+    return {
+        (namespace, name): {
+            "phase": status.get("phase"),
+            "mlflowRunId": status.get("mlflowRunId"),
+            "gates": status.get("gates"),
+        }
+    }

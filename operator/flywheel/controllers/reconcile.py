@@ -7,6 +7,7 @@ particular change: the object's current state is all that counts.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,7 +40,29 @@ class Assessment:
 Assess = Callable[[BaseModel, Mapping[str, Any]], Assessment]
 
 
+# kopf runs an object's timer apart from its create/update handlers, so two
+# reconciles of one object can overlap; one lock per object keeps them in turn
+# (otherwise both could, say, create an MLflow run before either wrote status).
+_object_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _lock_for(uid: str) -> threading.Lock:
+    with _locks_guard:
+        return _object_locks.setdefault(uid, threading.Lock())
+
+
+def forget_lock(uid: str) -> None:
+    with _locks_guard:
+        _object_locks.pop(uid, None)
+
+
 def reconcile(kind: Kind, body: Mapping[str, Any], patch: kopf.Patch, assess: Assess) -> None:
+    with _lock_for(body["metadata"].get("uid", body["metadata"]["name"])):
+        _reconcile(kind, body, patch, assess)
+
+
+def _reconcile(kind: Kind, body: Mapping[str, Any], patch: kopf.Patch, assess: Assess) -> None:
     started = time.monotonic()
     meta = body["metadata"]
     result = "ok"

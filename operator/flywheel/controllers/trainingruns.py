@@ -1,42 +1,223 @@
-"""TrainingRun controller."""
+"""TrainingRun controller: MLflow run first, then the Job, then gates and a ModelVersion."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
-from ..api.conditions import FALSE, ConditionUpdate
+from ..api.conditions import FALSE, TRUE, ConditionUpdate
+from ..api.dataset import DatasetSpec
 from ..api.kinds import TRAINING_RUN
 from ..api.trainingrun import TrainingRunSpec
+from ..builders.modelversion import build_model_version
+from ..builders.training import build_training_job
+from ..integrations import kube, tracking
+from ..policy.gates import evaluate_gates
+from ..policy.jobs import job_finished
+from ..policy.training import read_training_outcome
+from ..settings import Settings
 from .handlers import register
-from .indexes import phase_of
+from .indexes import lookup
 from .reconcile import READY, Assessment, accepted, reconcile
 from .refs import Missing, missing_reference
 
+SETTINGS = Settings.from_env()
 
-def assess(spec: TrainingRunSpec, body: Mapping[str, Any], datasets: kopf.Index) -> Assessment:
-    namespace = body["metadata"]["namespace"]
-    dataset = spec.dataset_ref.name
-    dataset_phase = phase_of(datasets, namespace, dataset)
-    if dataset_phase is None:
-        return missing_reference(Missing("spec.datasetRef.name", "Dataset", dataset), namespace)
-    if dataset_phase != "Ready":
-        waiting = ConditionUpdate(
-            READY, FALSE, "DatasetNotReady", f"Dataset {dataset!r} is {dataset_phase or 'new'}"
+
+def assess(
+    spec: TrainingRunSpec,
+    body: Mapping[str, Any],
+    datasets: kopf.Index,
+    settings: Settings = SETTINGS,
+) -> Assessment:
+    meta, status = body["metadata"], dict(body.get("status") or {})
+    namespace = meta["namespace"]
+    dataset = lookup(datasets, namespace, spec.dataset_ref.name)
+    if dataset is None:
+        missing = Missing("spec.datasetRef.name", "Dataset", spec.dataset_ref.name)
+        return missing_reference(missing, namespace)
+    if status.get("phase") in ("Succeeded", "Failed"):
+        return _restate(status)
+    if status.get("jobName"):
+        return _follow(spec, body, status, settings)
+    return _start(spec, body, dataset, settings)
+
+
+def _start(spec, body, dataset, settings: Settings) -> Assessment:
+    """Resolve the data version, create the MLflow run, then the Job."""
+    meta = body["metadata"]
+    name = spec.dataset_ref.name
+    if dataset["phase"] != "Ready" or not dataset.get("version"):
+        phase = dataset["phase"] or "new"
+        why = f"Dataset {name!r} is {phase}; training waits for a validated version"
+        return Assessment("Pending", [accepted(), _not_ready("DatasetNotReady", why)])
+    version = dataset["version"]
+    if spec.dataset_ref.version != "latest" and not version.startswith(spec.dataset_ref.version):
+        why = (
+            f"spec.datasetRef.version: Dataset {name!r} is at version {version[:12]}, not "
+            f"{spec.dataset_ref.version}; the data of other versions is no longer there. "
+            "Use 'latest' or the current version."
         )
-        return Assessment(phase="Pending", conditions=[accepted(), waiting])
-    return Assessment(
-        phase="Pending",
-        conditions=[accepted(), ConditionUpdate(READY, FALSE, "Pending", "training not started")],
+        return Assessment("Failed", [accepted(), _not_ready("DatasetVersionUnavailable", why)])
+    if not settings.mlflow_tracking_uri:
+        why = "the operator has no MLflow tracking URI (set MLFLOW_TRACKING_URI on the operator)"
+        return Assessment("Pending", [accepted(), _not_ready("MLflowNotConfigured", why)])
+    experiment = (spec.mlflow and spec.mlflow.experiment) or f"{meta['namespace']}/{name}"
+    try:
+        run_id = tracking.ensure_run(
+            settings.mlflow_tracking_uri,
+            experiment,
+            uid=f"{meta['uid']}/{version}",
+            name=meta["name"],
+            tags={"flywheel.trainingrun": meta["name"], "flywheel.dataset.version": version},
+        )
+    except Exception as err:  # MLflow unreachable or refusing: say so, retry on resync
+        why = f"MLflow at {settings.mlflow_tracking_uri} is unavailable: {_short(err)}"
+        return Assessment("Pending", [accepted(), _not_ready("MLflowUnavailable", why)])
+    dataset_spec = DatasetSpec.model_validate(dataset["spec"])
+    job = build_training_job(body, spec, dataset_spec, version, run_id, experiment, settings)
+    existing = kube.ensure_job(job)
+    # If an earlier reconcile made the Job, the run it trains is the truth.
+    run_id = _env(existing, "MLFLOW_RUN_ID") or run_id
+    now = _stamp(datetime.now(UTC))
+    fields = {
+        "datasetVersion": version,
+        "mlflowRunId": run_id,
+        "jobName": job["metadata"]["name"],
+        "startTime": now,
+    }
+    running = _not_ready("Training", f"Job {job['metadata']['name']} is training")
+    return Assessment("Running", [accepted(), running], fields)
+
+
+def _follow(spec, body, status, settings: Settings) -> Assessment:
+    namespace = body["metadata"]["namespace"]
+    job = kube.get_job(namespace, status["jobName"])
+    if job is None:
+        failure = {"reason": "JobDeleted", "message": f"Job {status['jobName']} was deleted"}
+        return _failed(status, failure)
+    pods = kube.job_pods(namespace, status["jobName"])
+    fields = {"attempts": len(pods)}
+    if not job_finished(job):
+        running = _not_ready("Training", f"Job {status['jobName']} is training")
+        return Assessment("Running", [accepted(), running], fields)
+    outcome = read_training_outcome(job, pods)
+    run = _mlflow_run(settings, status["mlflowRunId"])
+    fields.update(_timing(status))
+    if run is not None:
+        fields["mlflowRunUrl"] = tracking.run_url(settings.mlflow_tracking_uri, run)
+    if not outcome.succeeded:
+        if run is not None:
+            tracking.fail_run(settings.mlflow_tracking_uri, run.run_id)
+        return _failed({**status, **fields}, outcome.failure)
+    metrics = dict(run.metrics) if run else {}
+    metrics.update((outcome.result or {}).get("metrics") or {})
+    fields["metrics"] = metrics
+    return _succeeded(spec, body, {**status, **fields}, fields, outcome, settings)
+
+
+def _succeeded(spec, body, status, fields, outcome, settings: Settings) -> Assessment:
+    register_ = spec.register_
+    if register_ is None:
+        done = ConditionUpdate(READY, TRUE, "Trained", "training finished; nothing to register")
+        return Assessment("Succeeded", [accepted(), done], fields)
+    production = None
+    if register_.must_beat_production:
+        production = tracking.metrics_of_alias(
+            settings.mlflow_tracking_uri, register_.model_name, "production"
+        )
+    verdict = evaluate_gates(
+        register_.gates or [], fields["metrics"], register_.must_beat_production, production
     )
+    fields["gates"] = verdict.results
+    if not verdict.passed:
+        return Assessment(
+            "Succeeded", [accepted(), _not_ready("GateFailed", verdict.message)], fields
+        )
+    result = outcome.result or {}
+    # models:/<id> names the exact logged model; runs:/ could name an older
+    # copy if a retried pod logged the model twice.
+    model_uri = (
+        f"models:/{result['modelId']}"
+        if result.get("modelId")
+        else result.get("modelUri") or f"runs:/{status['mlflowRunId']}/model"
+    )
+    version = build_model_version(body, spec, status, model_uri)
+    kube.ensure_custom(version)
+    fields["modelVersion"] = version["metadata"]["name"]
+    created = ConditionUpdate(
+        READY,
+        TRUE,
+        "ModelVersionCreated",
+        f"{verdict.message}; ModelVersion {fields['modelVersion']}",
+    )
+    event = ("Normal", "ModelVersionCreated", f"gates passed: created {fields['modelVersion']}")
+    return Assessment("Succeeded", [accepted(), created], fields, [event])
+
+
+def _failed(status, failure: dict[str, Any]) -> Assessment:
+    message = failure.get("message") or failure["reason"]
+    if failure.get("exitCode") is not None:
+        message = f"exit code {failure['exitCode']}: {message}"
+    fields = {"failure": failure}
+    return Assessment("Failed", [accepted(), _not_ready(failure["reason"], message)], fields)
+
+
+def _restate(status) -> Assessment:
+    """A finished run is history: keep what status says."""
+    ready = next((c for c in status.get("conditions") or [] if c["type"] == READY), None)
+    kept = (
+        [ConditionUpdate(READY, ready["status"], ready["reason"], ready["message"])]
+        if ready
+        else []
+    )
+    return Assessment(status["phase"], [accepted(), *kept])
+
+
+def _mlflow_run(settings: Settings, run_id: str):
+    try:
+        return tracking.get_run(settings.mlflow_tracking_uri, run_id)
+    except Exception:
+        return None
+
+
+def _timing(status) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    started = status.get("startTime")
+    fields = {"completionTime": _stamp(now)}
+    if started:
+        began = datetime.fromisoformat(started.replace("Z", "+00:00"))
+        fields["durationSeconds"] = round((now - began).total_seconds(), 1)
+    return fields
+
+
+def _env(job: Mapping[str, Any], name: str) -> str | None:
+    for container in job["spec"]["template"]["spec"]["containers"]:
+        for variable in container.get("env") or []:
+            if variable["name"] == name:
+                return variable.get("value")
+    return None
+
+
+def _not_ready(reason: str, message: str) -> ConditionUpdate:
+    return ConditionUpdate(READY, FALSE, reason, message)
+
+
+def _short(err: Exception) -> str:
+    return str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def reconcile_training_run(
-    body: kopf.Body, patch: kopf.Patch, dataset_phases: kopf.Index, **_: Any
+    body: kopf.Body, patch: kopf.Patch, dataset_snapshots: kopf.Index, **_: Any
 ) -> None:
-    reconcile(TRAINING_RUN, body, patch, lambda spec, b: assess(spec, b, dataset_phases))
+    reconcile(TRAINING_RUN, body, patch, lambda spec, b: assess(spec, b, dataset_snapshots))
 
 
 register(TRAINING_RUN, reconcile_training_run)

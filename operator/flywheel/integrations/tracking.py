@@ -1,0 +1,129 @@
+"""MLflow tracking and registry, as the operator uses them.
+
+Every call is idempotent, keyed by the Kubernetes object's uid in MLflow tags,
+so an operator restarted between "created in MLflow" and "written to status"
+finds what it made instead of making it twice."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+# Fail fast and let kopf retry, rather than block a worker thread through
+# MLflow's default of seven retries with backoff.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+UID_TAG = "flywheel.uid"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    experiment_id: str
+    status: str  # RUNNING, FINISHED, FAILED, KILLED, SCHEDULED
+    metrics: dict[str, float]
+    params: dict[str, str]
+    tags: dict[str, str]
+
+
+def client(tracking_uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def ensure_run(
+    tracking_uri: str, experiment: str, uid: str, name: str, tags: dict[str, str]
+) -> str:
+    """The run for this object (found by uid tag), created when there is none."""
+    mlflow = client(tracking_uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else mlflow.create_experiment(experiment)
+    existing = mlflow.search_runs(
+        [experiment_id], filter_string=f"tags.`{UID_TAG}` = '{uid}'", max_results=1
+    )
+    if existing:
+        return existing[0].info.run_id
+    run = mlflow.create_run(experiment_id, run_name=name, tags={**tags, UID_TAG: uid})
+    return run.info.run_id
+
+
+def get_run(tracking_uri: str, run_id: str) -> RunInfo:
+    run = client(tracking_uri).get_run(run_id)
+    return RunInfo(
+        run_id=run_id,
+        experiment_id=run.info.experiment_id,
+        status=run.info.status,
+        metrics=dict(run.data.metrics),
+        params=dict(run.data.params),
+        tags=dict(run.data.tags),
+    )
+
+
+def run_url(tracking_uri: str, run: RunInfo) -> str | None:
+    """Where a person opens the run in MLflow's UI."""
+    if not tracking_uri.startswith("http"):
+        return None
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{run.experiment_id}/runs/{run.run_id}"
+
+
+def fail_run(tracking_uri: str, run_id: str) -> None:
+    """Mark a run FAILED when its Job failed before the code could say so."""
+    mlflow = client(tracking_uri)
+    if mlflow.get_run(run_id).info.status in ("RUNNING", "SCHEDULED"):
+        mlflow.set_terminated(run_id, status="FAILED")
+
+
+def ensure_model_version(
+    tracking_uri: str, model_name: str, source: str, run_id: str, uid: str, tags: dict[str, str]
+) -> Any:
+    """Register the model once per ModelVersion object (found by uid tag)."""
+    mlflow = client(tracking_uri)
+    try:
+        mlflow.get_registered_model(model_name)
+    except Exception as err:  # RESOURCE_DOES_NOT_EXIST
+        if "RESOURCE_DOES_NOT_EXIST" not in str(err):
+            raise
+        mlflow.create_registered_model(model_name)
+    for version in mlflow.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'"):
+        if version.tags.get(UID_TAG) == uid:
+            return version
+    # MLflow 3 logs models as LoggedModels; a models:/<id> source must name it.
+    model_id = source.removeprefix("models:/") if source.startswith("models:/m-") else None
+    return mlflow.create_model_version(
+        model_name, source, run_id=run_id, tags={**tags, UID_TAG: uid}, model_id=model_id
+    )
+
+
+def set_alias(tracking_uri: str, model_name: str, alias: str, version: str) -> None:
+    client(tracking_uri).set_registered_model_alias(model_name, alias, version)
+
+
+def aliases_of(tracking_uri: str, model_name: str, version: str) -> list[str]:
+    return sorted(client(tracking_uri).get_model_version(model_name, version).aliases)
+
+
+def metrics_of_alias(tracking_uri: str, model_name: str, alias: str) -> dict[str, float] | None:
+    """Metrics of the run behind `model_name@alias`, None when there is no such alias."""
+    mlflow = client(tracking_uri)
+    try:
+        version = mlflow.get_model_version_by_alias(model_name, alias)
+    except Exception as err:
+        if "RESOURCE_DOES_NOT_EXIST" in str(err) or "INVALID_PARAMETER_VALUE" in str(err):
+            return None
+        raise
+    return dict(mlflow.get_run(version.run_id).data.metrics) if version.run_id else None
+
+
+def delete_model_version(tracking_uri: str, model_name: str, version: str) -> None:
+    client(tracking_uri).delete_model_version(model_name, version)
+
+
+def refused(err: Exception) -> bool:
+    """True when MLflow answered and said no (a bad request), rather than being
+    unreachable: retrying the same call will not help."""
+    code = getattr(err, "error_code", None)
+    return bool(code) and code not in ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE")
