@@ -84,3 +84,15 @@ def aws_secret_for(
     if own_secret and source_uri.startswith("s3://"):
         return own_secret
     return artifact_secret
+
+
+def fail_job_on_exit_codes(container: str, codes: list[int]) -> dict[str, Any]:
+    """A podFailurePolicy that fails the Job at once on exit codes no retry can fix."""
+    return {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {"containerName": container, "operator": "In", "values": codes},
+            }
+        ]
+    }

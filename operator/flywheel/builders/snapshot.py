@@ -14,6 +14,7 @@ from .common import (
     RESTRICTED_POD_SECURITY,
     aws_secret_for,
     child_name,
+    fail_job_on_exit_codes,
     metadata,
     secret_env,
 )
@@ -75,18 +76,7 @@ def build_snapshot_job(
             "activeDeadlineSeconds": 3600,
             # Kept a day for `kubectl logs`; the operator reads the result long before.
             "ttlSecondsAfterFinished": 86400,
-            "podFailurePolicy": {
-                "rules": [
-                    {
-                        "action": "FailJob",
-                        "onExitCodes": {
-                            "containerName": "snapshot",
-                            "operator": "In",
-                            "values": PERMANENT_EXIT_CODES,
-                        },
-                    }
-                ]
-            },
+            "podFailurePolicy": fail_job_on_exit_codes("snapshot", PERMANENT_EXIT_CODES),
             "template": {
                 "metadata": {"labels": dict(meta["labels"])},
                 "spec": {

@@ -17,6 +17,7 @@ from .common import (
     RESTRICTED_POD_SECURITY,
     aws_secret_for,
     child_name,
+    fail_job_on_exit_codes,
     metadata,
     secret_env,
 )
@@ -104,18 +105,7 @@ def build_training_job(
         "template": {"metadata": {"labels": dict(meta["labels"])}, "spec": pod},
     }
     if spec.trainer:
-        job_spec["podFailurePolicy"] = {
-            "rules": [
-                {
-                    "action": "FailJob",
-                    "onExitCodes": {
-                        "containerName": "train",
-                        "operator": "In",
-                        "values": PERMANENT_EXIT_CODES,
-                    },
-                }
-            ]
-        }
+        job_spec["podFailurePolicy"] = fail_job_on_exit_codes("train", PERMANENT_EXIT_CODES)
     if spec.active_deadline_seconds:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Literal
+
+from pydantic import ValidationError
 
 Reason = Literal[
     "SourceUnreachable",
@@ -52,3 +55,19 @@ class WorkloadError(Exception):
 
 # The name the dataset snapshot and the storage helpers raise it by.
 SnapshotError = WorkloadError
+
+
+def parse_model(text: str | None, model, variable: str, what: str, path: str):
+    """The pydantic `model` in the JSON of environment `variable`, or an
+    InvalidSpec error naming the variable or the fields (under `path`)."""
+    if not text:
+        raise WorkloadError("InvalidSpec", f"{variable} is not set")
+    try:
+        return model.model_validate(json.loads(text))
+    except json.JSONDecodeError as exc:
+        raise WorkloadError("InvalidSpec", f"{variable} is not JSON: {exc}") from exc
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{path}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3]
+        )
+        raise WorkloadError("InvalidSpec", f"invalid {what}: {problems}") from exc

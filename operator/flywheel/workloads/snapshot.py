@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import click
-from pydantic import ValidationError
 
 from ..api.dataset import DatasetSpec, ValidationResult
-from .errors import EXIT_CODES, SnapshotError
+from .errors import EXIT_CODES, SnapshotError, parse_model
 from .storage import open_store, write_object
 from .termination import DEFAULT_PATH, redact, render_termination, secret_values
 from .termination import write_termination as write_termination_file
@@ -113,17 +112,7 @@ def render_profile(profile: dict[str, Any]) -> bytes:
 
 
 def parse_spec(text: str | None) -> DatasetSpec:
-    if not text:
-        raise SnapshotError("InvalidSpec", "FLYWHEEL_DATASET_SPEC is not set")
-    try:
-        return DatasetSpec.model_validate(json.loads(text))
-    except json.JSONDecodeError as exc:
-        raise SnapshotError("InvalidSpec", f"FLYWHEEL_DATASET_SPEC is not JSON: {exc}") from exc
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3]
-        )
-        raise SnapshotError("InvalidSpec", f"invalid Dataset spec: {problems}") from exc
+    return parse_model(text, DatasetSpec, "FLYWHEEL_DATASET_SPEC", "Dataset spec", "spec")
 
 
 def run_snapshot(

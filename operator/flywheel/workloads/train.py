@@ -32,10 +32,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import click
-from pydantic import ValidationError
 
 from ..api.trainingrun import BuiltinTrainer
-from .errors import EXIT_CODES, WorkloadError
+from .errors import EXIT_CODES, WorkloadError, parse_model
 from .snapshot import configure_logging, failed
 from .storage import open_store
 from .termination import DEFAULT_PATH, redact, render_termination, secret_values
@@ -166,17 +165,7 @@ def train_and_log(settings: TrainSettings, run_id: str) -> dict[str, Any]:
 
 
 def parse_trainer(text: str | None) -> BuiltinTrainer:
-    if not text:
-        raise WorkloadError("InvalidSpec", "FLYWHEEL_TRAINER is not set")
-    try:
-        return BuiltinTrainer.model_validate(json.loads(text))
-    except json.JSONDecodeError as exc:
-        raise WorkloadError("InvalidSpec", f"FLYWHEEL_TRAINER is not JSON: {exc}") from exc
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"spec.trainer.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3]
-        )
-        raise WorkloadError("InvalidSpec", f"invalid spec.trainer: {problems}") from exc
+    return parse_model(text, BuiltinTrainer, "FLYWHEEL_TRAINER", "spec.trainer", "spec.trainer")
 
 
 def dataset_location(settings: TrainSettings) -> tuple[str, str, str]:
