@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from kube_helpers import RESYNC_SECONDS, Objects, free_port, wait_for
 from kubernetes import client
+from sample_data import upload_sample_data
+from training_helpers import iris_dataset, wait_dataset_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -109,3 +111,11 @@ def artifact_secret(kube_api, namespace, object_store):
     )
     client.CoreV1Api(kube_api).create_namespaced_secret(namespace, secret)
     return "flywheel-artifacts"
+
+
+@pytest.fixture
+def iris(operator, objects, namespace, object_store, artifact_secret):
+    """Dataset `iris` over the sample data, snapshotted and Ready; its status."""
+    upload_sample_data(object_store)
+    objects.create(namespace, iris_dataset())
+    return wait_dataset_ready(objects, namespace)

@@ -6,56 +6,9 @@ from __future__ import annotations
 
 import pytest
 from kube_helpers import wait_for
-from sample_data import upload_sample_data
+from training_helpers import finished, iris_run, wait_model_phase
 
 pytestmark = pytest.mark.integration
-
-
-def iris_run(name, model, gates, estimator="sklearn.ensemble.RandomForestClassifier"):
-    return {
-        "kind": "TrainingRun",
-        "metadata": {"name": name},
-        "spec": {
-            "datasetRef": {"name": "iris"},
-            "trainer": {
-                "estimator": estimator,
-                "hyperparameters": {"n_estimators": 20, "max_depth": 3},
-                "metrics": ["accuracy", "f1_macro"],
-            },
-            "register": {"modelName": model, "gates": gates},
-        },
-    }
-
-
-@pytest.fixture
-def iris(operator, objects, namespace, object_store, artifact_secret):
-    upload_sample_data(object_store)
-    dataset = {
-        "kind": "Dataset",
-        "metadata": {"name": "iris"},
-        "spec": {
-            "source": {"uri": "s3://flywheel-data/iris/", "format": "csv"},
-            "schema": {"target": "species", "columns": [{"name": "species", "type": "string"}]},
-        },
-    }
-    objects.create(namespace, dataset)
-    return wait_for(
-        lambda: (
-            (s := objects.get(namespace, "Dataset", "iris").get("status") or {}).get("phase")
-            == "Ready"
-            and s
-        ),
-        timeout=120,
-        what="the Dataset snapshot",
-    )
-
-
-def finished(objects, namespace, name):
-    status = objects.get(namespace, "TrainingRun", name).get("status") or {}
-    ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
-    done = status.get("phase") == "Failed" or ready.get("status") == "True"
-    gated = ready.get("reason") == "GateFailed"
-    return status if done or gated else None
 
 
 def test_training_registers_a_gated_model_with_lineage(
@@ -79,16 +32,7 @@ def test_training_registers_a_gated_model_with_lineage(
     assert run.data.params["estimator"].endswith("RandomForestClassifier")
 
     name = status["modelVersion"]
-
-    def servable():
-        found = objects.get(namespace, "ModelVersion", name).get("status") or {}
-        return found if found.get("phase") == "Servable" else None
-
-    try:
-        version = wait_for(servable, timeout=60, what="the ModelVersion to register")
-    except BaseException:
-        print("ModelVersion status:", objects.get(namespace, "ModelVersion", name).get("status"))
-        raise
+    version = wait_model_phase(objects, namespace, name, "Servable")
     registered = mlflow.get_model_version(model, version["registryVersion"])
     assert registered.run_id == status["mlflowRunId"]
     assert "candidate" in version["aliases"] and "candidate" in registered.aliases

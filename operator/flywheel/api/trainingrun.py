@@ -130,7 +130,13 @@ class TrainingRunSpec(Model):
                 cel(
                     "has(self.trainer) != has(self.container)",
                     "set exactly one of trainer (built-in) or container (your own image)",
-                )
+                ),
+                cel(
+                    "!has(self.trigger) || self.trigger != 'onNewDatasetVersion'"
+                    " || !has(self.datasetRef.version) || self.datasetRef.version == 'latest'",
+                    "trigger onNewDatasetVersion needs datasetRef.version latest",
+                    ".trigger",
+                ),
             ]
         )
     )
@@ -169,6 +175,8 @@ class TrainingRunSpec(Model):
     def _one_trainer(self) -> TrainingRunSpec:
         if (self.trainer is None) == (self.container is None):
             raise ValueError("set exactly one of trainer (built-in) or container (your own image)")
+        if self.trigger == "onNewDatasetVersion" and self.dataset_ref.version != "latest":
+            raise ValueError("trigger onNewDatasetVersion needs datasetRef.version latest")
         return self
 
 
@@ -187,6 +195,17 @@ class Failure(StatusModel):
     log_tail: str | None = Field(default=None, description="Last lines the container printed.")
 
 
+class PastRound(StatusModel):
+    """One earlier training of a TrainingRun that retrains on new Dataset versions."""
+
+    dataset_version: str | None = Field(default=None, description="Dataset version trained on.")
+    phase: str | None = Field(default=None, description="How it ended.")
+    reason: str | None = Field(default=None, description="Its Ready reason, e.g. GateFailed.")
+    mlflow_run_id: str | None = Field(default=None, description="Its MLflow run.")
+    model_version: str | None = Field(default=None, description="The ModelVersion it created.")
+    completion_time: datetime | None = Field(default=None, description="When it ended.")
+
+
 class TrainingRunStatus(ResourceStatus):
     phase: Literal["Pending", "Running", "Succeeded", "Failed"] | None = Field(
         default=None, description="Pending, Running, Succeeded or Failed."
@@ -203,3 +222,9 @@ class TrainingRunStatus(ResourceStatus):
     gates: list[GateResult] | None = Field(default=None, description="Gate results.")
     model_version: str | None = Field(default=None, description="The ModelVersion created.")
     failure: Failure | None = Field(default=None, description="Why the run failed.")
+    rounds: int | None = Field(
+        default=None, description="Trainings so far (onNewDatasetVersion trains once per version)."
+    )
+    history: list[PastRound] | None = Field(
+        default=None, max_length=10, description="Earlier trainings, newest last (at most 10)."
+    )

@@ -33,8 +33,11 @@ def assess(
         if run is None:
             missing = Missing("spec.source.trainingRun", "TrainingRun", spec.source.training_run)
             return missing_reference(missing, namespace)
-        run_id = run_id or run.get("mlflowRunId")
-        if not run_id or run.get("phase") != "Succeeded":
+        # A ModelVersion that names its run does not wait on the TrainingRun:
+        # that may be training its next round already (onNewDatasetVersion).
+        if not run_id and run.get("phase") == "Succeeded":
+            run_id = run.get("mlflowRunId")
+        if not run_id:
             why = f"TrainingRun {spec.source.training_run!r} has not succeeded yet"
             return Assessment("Pending", [accepted(), _not_ready("WaitingForTraining", why)])
     model_uri = model_uri or f"runs:/{run_id}/model"

@@ -40,6 +40,8 @@ def assess(
         missing = Missing("spec.datasetRef.name", "Dataset", spec.dataset_ref.name)
         return missing_reference(missing, namespace)
     if status.get("phase") in ("Succeeded", "Failed"):
+        if _new_dataset_version(spec, status, dataset):
+            return _next_round(spec, body, status, dataset, settings)
         return _restate(status)
     if status.get("jobName"):
         return _follow(spec, body, status, settings)
@@ -88,9 +90,62 @@ def _start(spec, body, dataset, settings: Settings) -> Assessment:
         "mlflowRunId": run_id,
         "jobName": job["metadata"]["name"],
         "startTime": now,
+        "rounds": (body.get("status") or {}).get("rounds") or 1,
     }
     running = _not_ready("Training", f"Job {job['metadata']['name']} is training")
     return Assessment("Running", [accepted(), running], fields)
+
+
+def _new_dataset_version(spec, status, dataset) -> bool:
+    return (
+        spec.trigger == "onNewDatasetVersion"
+        and dataset["phase"] == "Ready"
+        and bool(dataset.get("version"))
+        and dataset["version"] != status.get("datasetVersion")
+    )
+
+
+# What one training leaves in status; a new round starts without them.
+_ROUND_FIELDS = (
+    "mlflowRunUrl", "completionTime", "durationSeconds", "attempts",
+    "metrics", "gates", "modelVersion", "failure",
+)  # fmt: skip
+_HISTORY_LIMIT = 10
+
+
+def _next_round(spec, body, status, dataset, settings: Settings) -> Assessment:
+    """The Dataset has a new version: train again on it, and keep the last
+    round in status.history so nothing about it is lost."""
+    started = _start(spec, body, dataset, settings)
+    if "jobName" not in started.fields:
+        # MLflow unavailable or the like: the finished round stays as it is
+        # (its phase too), the condition says why the next one waits.
+        return Assessment(status["phase"], started.conditions)
+    ready = next((c for c in status.get("conditions") or [] if c["type"] == READY), {})
+    past = {
+        "datasetVersion": status.get("datasetVersion"),
+        "phase": status.get("phase"),
+        "reason": ready.get("reason"),
+        "mlflowRunId": status.get("mlflowRunId"),
+        "modelVersion": status.get("modelVersion"),
+        "completionTime": status.get("completionTime"),
+    }
+    history = [*(status.get("history") or []), {k: v for k, v in past.items() if v}]
+    rounds = (status.get("rounds") or 1) + 1
+    fields = {
+        **dict.fromkeys(_ROUND_FIELDS),  # None removes the field from status
+        **started.fields,
+        "history": history[-_HISTORY_LIMIT:],
+        "rounds": rounds,
+    }
+    version = dataset["version"]
+    event = (
+        "Normal",
+        "NewDatasetVersion",
+        f"Dataset {spec.dataset_ref.name!r} is at version {version[:12]}: training round "
+        f"{rounds} in Job {fields['jobName']}",
+    )
+    return Assessment(started.phase, started.conditions, fields, [event])
 
 
 def _follow(spec, body, status, settings: Settings) -> Assessment:
