@@ -18,7 +18,32 @@ the last 80 lines / 2048 bytes of the log). Pod phase follows kubelet's rules
 (restartPolicy Never, OnFailure and Always, restart in place with kubelet's
 crash-loop back-off 0 s, 10 s, 20 s, ... 300 s); activeDeadlineSeconds fails the
 pod with reason DeadlineExceeded; a deleted pod's processes get SIGTERM, the
-grace period, then SIGKILL, and the pod is then deleted with grace period 0.
+grace period, then SIGKILL, and the pod is then deleted with grace period 0 (so a
+Deployment's scale-down or rollout stops its servers gracefully).
+
+Each pod gets its own IP, 198.18.x.y, reported as status.podIP/podIPs and given
+to fieldRef status.podIP; a Service's EndpointSlices (made by the real
+controller-manager) list the ready ones, and the tests (or the operator) reach
+each pod's server on <podIP>:<port> from this machine. The runner makes
+198.18.0.0/16 (part of RFC 2544's benchmarking range, used by no real network)
+local with one route, `ip route add local 198.18.0.0/16 dev lo` (removed on
+stop), so every address in it can be bound and dialled, as 127.0.0.0/8 can. That
+needs CAP_NET_ADMIN (root); without it pod IPs are 127.10.x.y, which work but
+which the apiserver refuses in EndpointSlices (no loopback endpoints), so
+Services then list no pods. Addresses are handed out round-robin, as host-local
+IPAM does, and freed when the pod's processes are gone.
+
+Probes run as kubelet runs them: startupProbe, readinessProbe and livenessProbe
+with httpGet (host = pod IP unless set, port by number or container port name,
+HTTP or HTTPS without certificate checks, 200-399 succeeds), tcpSocket, or exec
+(the command in the container's environment, killed at timeoutSeconds);
+initialDelaySeconds, periodSeconds, timeoutSeconds, successThreshold and
+failureThreshold as kubelet's probe workers count them. A container is Started
+once its startup probe succeeds, and ready once its readiness probe succeeds
+(without one: as soon as it runs); ContainersReady and Ready follow. A failed
+liveness or startup probe kills the container (SIGTERM, its grace period,
+SIGKILL) and restarts it unless restartPolicy is Never. Pod status is written
+only when it changes.
 
 An image maps to local executables through the image map: `flywheel=/dir`
 serves every image whose repository is `flywheel` or ends in `/flywheel`
@@ -26,7 +51,7 @@ serves every image whose repository is `flywheel` or ends in `/flywheel`
 "not present": the container waits with ErrImageNeverPull (imagePullPolicy
 Never) or ImagePullBackOff, and the pod stays Pending, as with a real kubelet.
 
-Deviations from a real kubelet, all forced by having no containers:
+Deviations from a real kubelet, most forced by having no containers:
 - The termination-message file cannot be /dev/termination-log (or any
   terminationMessagePath): each container instance gets its own file, named in
   the env variable FLYWHEEL_TERMINATION_LOG, and every occurrence of the
@@ -38,20 +63,34 @@ Deviations from a real kubelet, all forced by having no containers:
   mountPath to local directory. workingDir is used as is when it exists on this
   machine (or maps into a mount); otherwise it is created inside the pod's
   directory. The default working directory (and HOME) is a fresh per-pod dir.
+- There is no network namespace: every pod shares the host's network, so a
+  server listening on 0.0.0.0:8080 (as it would in a pod) would take the port
+  from every other pod. Each process therefore gets its pod's IP in
+  FLYWHEEL_BIND_ADDRESS and must listen on that address only (the model server
+  does; in a real cluster nothing sets the variable and it binds 0.0.0.0).
+  Anything may still connect to 127.0.0.1 or another pod's address; ports bound
+  on the pod IP are reachable from the host, as pod IPs are from a real node.
+  hostNetwork pods get the host's IP, 127.0.0.1.
 - The process environment is the pod's env plus what a runtime adds (PATH from
-  the image map, HOSTNAME, HOME) and the two variables above; nothing from the
+  the image map, HOSTNAME, HOME) and the three variables above; nothing from the
   runner's own environment leaks in. No Service link variables
-  (KUBERNETES_SERVICE_HOST, ...): the service network is virtual here.
+  (KUBERNETES_SERVICE_HOST, ...): the service network is virtual here, Services
+  have no ClusterIP traffic (no kube-proxy); clients use the EndpointSlices.
 - Processes run as the runner's user in the host's namespaces: no user switch
   (runAsUser, runAsNonRoot), capabilities, seccomp, read-only root, cgroups.
-  Resource limits are not enforced (no OOMKilled), every pod shares the host
-  network (podIP 127.0.0.1 for all; two pods cannot bind one port).
-- No probes run: a running container is Ready (and Started) at once.
+  Resource limits are not enforced (no OOMKilled).
+- gRPC probes are not supported (they fail); an httpGet probe does not follow
+  redirects (a 3xx is a success, as it is for kubelet unless the target fails);
+  a sidecar's startup probe does not hold back the next init container; no
+  readinessGates. No Events are recorded: probe failures and kills are in
+  runner.log.
 - No logs/exec/port-forward server: each container instance logs to
   <pod dir>/logs/<container>/<restartCount>.log, and the pod's annotation
   `flywheel.dev/runner-log` names that logs directory.
-- At most `max_pods` pods (default 4) run at once; further pods wait in order.
-  A pod that cannot start (image not present) gives up its slot; its
+- At most `max_pods` pods (default 16, room for ~8 long-running model servers
+  of ~300 MB each next to Jobs) run at once; further pods wait in order. A
+  running server holds its slot as long as it lives. A pod that cannot start
+  (image not present) gives up its slot (keeping its IP); its
   activeDeadlineSeconds is still enforced by a timer.
 - An image is its map entry, whatever its tag or digest (imageID
   `podrunner://<dir>`), and has no ENTRYPOINT: a container without `command`
@@ -69,6 +108,7 @@ import argparse
 import base64
 import contextlib
 import datetime as dt
+import http.client
 import json
 import logging
 import math
@@ -76,6 +116,8 @@ import os
 import platform
 import re
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -100,8 +142,12 @@ LOG_ANNOTATION = "flywheel.dev/runner-log"
 INSTANCE_ANNOTATION = "flywheel.dev/runner-instance"
 TERMINATION_ENV = "FLYWHEEL_TERMINATION_LOG"
 MOUNTS_ENV = "FLYWHEEL_VOLUME_MOUNTS"
+BIND_ENV = "FLYWHEEL_BIND_ADDRESS"
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
 HOST_IP = "127.0.0.1"
+# Pod IPs are <network>.x.y, x in 0..255, y in 1..254. 198.18.0.0/15 is set aside for
+# network benchmarks (RFC 2544): no real network uses it. 127.10 is the fallback.
+POD_NETWORK, LOOPBACK_NETWORK = "198.18", "127.10"
 NODE_RESOURCES = {"cpu": "8", "memory": "32Gi", "pods": "50", "ephemeral-storage": "100Gi"}
 LEASE_NAMESPACE = "kube-node-lease"
 LEASE_SECONDS = 40
@@ -111,6 +157,10 @@ FALLBACK_LINES, FALLBACK_BYTES = 80, 2048  # kubelet's log tail for FallbackToLo
 BACKOFF_INITIAL, BACKOFF_MAX = 10.0, 300.0  # kubelet's crash-loop back-off
 CONFIG_RETRY = 10.0
 MIN_GRACE = 2.0  # kubelet never kills with less
+MAX_PODS = 16
+PROBE_KINDS = ("startup", "readiness", "liveness")
+PROBE_BODY_LIMIT = 10 * 1024  # kubelet reads at most this much of an httpGet answer
+PROBE_OUTPUT_LIMIT = 1024
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
 TERMINAL = ("Succeeded", "Failed")
@@ -235,6 +285,153 @@ class VolumeError(Exception):
         self.retry = retry
 
 
+# ----------------------------------------------------------------- pod network
+
+
+def _bindable(ip: str) -> bool:
+    """Whether `ip` is an address of this host (delivered locally)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((ip, 0))
+        except OSError:
+            return False
+    return True
+
+
+class AddressPool:
+    """Pod IPs, one per pod, in a /16. Handed out round-robin, as host-local IPAM
+    does, so a freed address is not reused at once: a client still holding a
+    deleted pod's endpoint must not reach the pod that came next."""
+
+    def __init__(self, network: str = POD_NETWORK, size: int = 256 * 254):
+        self.network = network
+        self.size = size
+        self._lock = threading.Lock()
+        self._next = 0
+        self._held: dict[str, str] = {}  # pod uid -> address
+
+    def address(self, index: int) -> str:
+        return f"{self.network}.{index // 254}.{index % 254 + 1}"
+
+    def acquire(self, key: str) -> str:
+        with self._lock:
+            if key in self._held:
+                return self._held[key]
+            taken = set(self._held.values())
+            for step in range(self.size):
+                index = (self._next + step) % self.size
+                if self.address(index) not in taken:
+                    self._next = (index + 1) % self.size
+                    self._held[key] = self.address(index)
+                    return self._held[key]
+        raise RuntimeError(f"no free pod IP in {self.network}.0.0/16")
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            self._held.pop(key, None)
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            return self._held.get(key)
+
+    def held(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._held)
+
+
+# ---------------------------------------------------------------------- probes
+
+
+@dataclass
+class Probe:
+    """One probe of one container instance, counted as kubelet's probe worker counts:
+    `result` changes only after successThreshold successes or failureThreshold
+    failures in a row. It starts unknown (None): not ready, not started, alive."""
+
+    kind: str  # startup, readiness or liveness
+    spec: dict[str, Any]
+    result: bool | None = None
+    last: bool | None = None
+    run: int = 0
+    message: str = ""
+
+    def record(self, ok: bool, message: str) -> bool:
+        """Count one outcome; True when `result` changed."""
+        self.run = self.run + 1 if ok == self.last else 1
+        self.last, self.message = ok, message
+        threshold = self.spec.get("successThreshold" if ok else "failureThreshold") or (
+            1 if ok else 3
+        )
+        if self.run < threshold or self.result == ok:
+            return False
+        self.result = ok
+        return True
+
+
+def http_probe(
+    host: str, port: int, spec: dict[str, Any], timeout: float, agent: str
+) -> tuple[bool, str]:
+    """kubelet's httpGet probe: a GET whose status 200-399 is a success."""
+    scheme = (spec.get("scheme") or "HTTP").upper()
+    path = spec.get("path") or "/"
+    if not path.startswith("/"):
+        path = "/" + path
+    headers = {"User-Agent": agent, "Accept": "*/*"}
+    headers.update({h["name"]: h["value"] for h in spec.get("httpHeaders") or []})
+    if scheme == "HTTPS":  # kubelet does not verify the certificate either
+        context = ssl._create_unverified_context()
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    url = f"{scheme.lower()}://{host}:{port}{path}"
+    try:
+        conn.request("GET", path, headers=headers)  # a Host header given replaces the default
+        response = conn.getresponse()
+        response.read(PROBE_BODY_LIMIT)
+    except (OSError, http.client.HTTPException) as err:
+        return False, f'Get "{url}": {err}'
+    finally:
+        conn.close()
+    if 200 <= response.status < 400:
+        return True, ""
+    return False, f"HTTP probe failed with statuscode: {response.status}"
+
+
+def tcp_probe(host: str, port: int, timeout: float) -> tuple[bool, str]:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True, ""
+    except OSError as err:
+        return False, f"dial tcp {host}:{port}: {err}"
+
+
+def exec_probe(
+    argv: list[str], env: Mapping[str, str], cwd: Path, timeout: float
+) -> tuple[bool, str]:
+    """The command in the container's environment; exit 0 succeeds. Killed (with
+    its process group) at the timeout, which fails it, as kubelet's exec probe."""
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except OSError as err:
+        return False, f"exec {argv[:1]}: {err}"
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _signal_group(proc, signal.SIGKILL)  # not reaped yet: the group is still its own
+        proc.communicate()
+        return False, f"command {argv!r} timed out after {timeout:g}s"
+    text = output[-PROBE_OUTPUT_LIMIT:].decode(errors="replace")
+    return proc.returncode == 0, text if proc.returncode == 0 else f"exit {proc.returncode}: {text}"
+
+
 # --------------------------------------------------------------------- API access
 
 
@@ -305,6 +502,13 @@ class Slot:
     blocked: bool = False  # image not present: waits as long as the pod lives
     next_start: float = 0.0  # time.monotonic() before which it may not (re)start
     failures: int = 0
+    env: dict[str, str] = field(default_factory=dict)  # the process's, for exec probes
+    pod_env: dict[str, str] = field(default_factory=dict)  # the pod spec's, for $(VAR)
+    cwd: Path | None = None
+    probes: dict[str, Probe] = field(default_factory=dict)  # of the current instance
+    probe_stop: threading.Event | None = None
+    killed_by: str = ""  # the probe that failed: the process is being killed
+    kill_deadline: float | None = None  # time.monotonic() of its SIGKILL
 
     @property
     def name(self) -> str:
@@ -332,6 +536,8 @@ class PodTask:
     deleted: bool = False
     timer: threading.Timer | None = None
     retry: float | None = None  # seconds until the next set-up attempt
+    ip: str = ""
+    pushed: str = ""  # the last status written, to write only changes
 
     @property
     def uid(self) -> str:
@@ -367,7 +573,7 @@ class PodRunner:
         image_map: Mapping[str, str | Path],
         work_dir: str | Path,
         node_name: str = NODE_NAME,
-        max_pods: int = 4,
+        max_pods: int = MAX_PODS,
         restart_backoff: float = BACKOFF_INITIAL,
     ):
         self.kubeconfig = Path(kubeconfig)
@@ -382,6 +588,8 @@ class PodRunner:
         self._halt = threading.Event()
         self._lock = threading.Lock()
         self._tasks: dict[str, PodTask] = {}
+        self._ips = AddressPool()  # replaced on start() by the network that works here
+        self._route_added = False
         self._threads: list[threading.Thread] = []
         self._pool: ThreadPoolExecutor | None = None
         self._watch_response = None
@@ -400,6 +608,7 @@ class PodRunner:
         log.addHandler(self._log_handler)
         log.setLevel(logging.INFO)
         self.api = Api(self.kubeconfig)
+        self._ips = AddressPool(self._pod_network())
         with contextlib.suppress(Exception):
             self._kubelet_version = self.api.request("GET", "/version")["gitVersion"]
         try:
@@ -436,12 +645,52 @@ class PodRunner:
         with contextlib.suppress(Exception):  # tell a later runner nobody serves the node
             body = {"metadata": {"annotations": {INSTANCE_ANNOTATION: None}}}
             self.api.request("PATCH", f"/api/v1/nodes/{self.node_name}", body, content_type=MERGE)
+        if self._route_added:
+            self._ip_route("del")
+            self._route_added = False
         log.info("runner %s stopped", self.instance)
         self.api.close()
         self.api = None
         if self._log_handler:
             log.removeHandler(self._log_handler)
             self._log_handler.close()
+
+    @property
+    def pod_network(self) -> str:
+        return f"{self._ips.network}.0.0/16"
+
+    def _pod_network(self) -> str:
+        """The pod IPs' network: 198.18.0.0/16 delivered to `lo` by one "AnyIP" route
+        (`ip route add local 198.18.0.0/16 dev lo`), added here unless present. It
+        needs CAP_NET_ADMIN; without it, 127.10.0.0/16, which lo serves anyway, but
+        which the apiserver refuses in EndpointSlices (loopback addresses are not
+        valid endpoints), so Services then list no pods."""
+        probe = f"{POD_NETWORK}.0.1"
+        if _bindable(probe):
+            return POD_NETWORK
+        error = self._ip_route("add")
+        if not error and _bindable(probe):
+            self._route_added = True
+            log.info("routing %s.0.0/16 to lo for pod IPs", POD_NETWORK)
+            return POD_NETWORK
+        log.warning(
+            "cannot route %s.0.0/16 to lo (%s): pod IPs are loopback addresses %s.x.y, "
+            "which EndpointSlices refuse",
+            POD_NETWORK,
+            error or "not local after adding the route",
+            LOOPBACK_NETWORK,
+        )
+        return LOOPBACK_NETWORK
+
+    @staticmethod
+    def _ip_route(action: str) -> str:
+        """`ip route add|del local <pod network> dev lo`; the error, or "" on success."""
+        command = ["ip", "route", action, "local", f"{POD_NETWORK}.0.0/16", "dev", "lo"]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError) as err:
+            return str(err)
+        return (done.stderr.strip() or f"exit {done.returncode}") if done.returncode else ""
 
     def wait_schedulable(self, timeout: float = 60.0) -> None:
         """Wait until the node is Ready without the not-ready/unreachable taints the
@@ -456,6 +705,15 @@ class PodRunner:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"node {self.node_name} still tainted: {stale}")
             time.sleep(0.5)
+
+    @property
+    def serving(self) -> bool:
+        """Whether this instance runs (a test may be handed one it did not start)."""
+        return self.api is not None
+
+    def pod_ips(self) -> dict[str, str]:
+        """The pod IPs this runner holds, by pod uid: pods whose processes may still run."""
+        return self._ips.held()
 
     def __enter__(self) -> PodRunner:
         return self.start()
@@ -669,6 +927,8 @@ class PodRunner:
                     task.grace = MIN_GRACE
                     task.stop.set()
                     self._tasks.pop(uid, None)
+                    if task.state in ("parked", "done"):  # else its worker frees it
+                        self._ips.release(uid)
                 return
             if meta.get("deletionTimestamp"):
                 grace = meta.get("deletionGracePeriodSeconds")
@@ -682,6 +942,7 @@ class PodRunner:
                         task.timer.cancel()
                     task.deleted = True
                     delete_now = task
+                    self._ips.release(uid)  # nothing of it runs (parked or done)
             elif task is None and (pod.get("status") or {}).get("phase") not in TERMINAL:
                 task = self._tasks[uid] = PodTask(pod)
                 log.info("pod %s: queued", task.ref)
@@ -715,12 +976,15 @@ class PodRunner:
         finally:
             leftovers = [s for s in task.slots or [] if s.proc is not None]
             for slot in leftovers:  # only after an error or a halt
+                self._stop_probes(slot)
                 _signal_group(slot.proc, signal.SIGKILL)
                 slot.proc.wait()
                 self._close_log(slot)
             with self._lock:
                 task.state = "parked" if result == "parked" else "done"
                 late_delete = task.stop.is_set() and not task.deleted and not task.gone
+                if task.state == "done" or task.gone or task.deleted:
+                    self._ips.release(task.uid)  # its processes are gone
             if late_delete and not self._halt.is_set():
                 self._delete_pod(task)
             elif result == "parked":
@@ -805,6 +1069,8 @@ class PodRunner:
                 slot.done = True
             self._push(task, phase="Failed")
             return "done"
+        # The "sandbox": kubelet gives the pod its IP before any container is created.
+        task.ip = HOST_IP if spec.get("hostNetwork") else self._ips.acquire(task.uid)
         try:
             task.volumes = self._prepare_volumes(task)
         except VolumeError as err:
@@ -840,6 +1106,8 @@ class PodRunner:
                 if slot.proc is not None and slot.proc.poll() is not None:
                     self._finish(task, slot, _exit_code(slot.proc.returncode), may_restart=True)
                     changed = True
+                elif slot.proc is not None:
+                    changed |= self._apply_probes(task, slot)
             for slot in slots:
                 if (
                     not (slot.done or slot.blocked or slot.proc)
@@ -895,6 +1163,7 @@ class PodRunner:
                 )
             with self._lock:
                 task.state = "done"
+                self._ips.release(task.uid)
             return
         with contextlib.suppress(RuntimeError):  # the runner stopped meanwhile
             self._pool.submit(self._run_task, task)
@@ -954,6 +1223,7 @@ class PodRunner:
             **{key: rewrite(value) for key, value in env.items()},
             TERMINATION_ENV: str(slot.term_file),
             MOUNTS_ENV: json.dumps({path: str(local) for path, local in sorted(mounts.items())}),
+            BIND_ENV: task.ip,  # no network namespace: the one address the pod may listen on
         }
         cwd = self._working_dir(task, container, mounts) or home
         log_path = task.dir / "logs" / slot.name / f"{restart}.log"
@@ -961,6 +1231,7 @@ class PodRunner:
         slot.log_file = log_path.open("ab")
         slot.container_id = f"podrunner://{uuid.uuid4().hex}"
         slot.started_at = _now()
+        slot.env, slot.pod_env, slot.cwd = process_env, env, cwd
         try:
             if not argv:
                 raise FileNotFoundError("no command: the pod runner knows no image entrypoint")
@@ -984,7 +1255,7 @@ class PodRunner:
             return
         slot.status.update(
             state={"running": {"startedAt": slot.started_at}},
-            ready=slot.sidecar or not slot.init,  # an init container is ready once it succeeded
+            ready=False,  # an init container is ready once it succeeded
             started=True,
             containerID=slot.container_id,
             imageID=f"podrunner://{bin_dir}",
@@ -992,6 +1263,9 @@ class PodRunner:
         log.info(
             "pod %s: container %s: started pid %d: %s", task.ref, slot.name, slot.proc.pid, argv[:1]
         )
+        if slot.sidecar or not slot.init:  # the API rejects probes on other init containers
+            self._start_probes(task, slot)
+            slot.status["started"], slot.status["ready"] = self._probed(slot)
 
     def _finish(
         self,
@@ -1005,6 +1279,8 @@ class PodRunner:
         if slot.proc is not None:  # a container's processes all end with its first one
             _signal_group(slot.proc, signal.SIGKILL)
         slot.proc = None
+        self._stop_probes(slot)
+        killed_by, slot.killed_by, slot.kill_deadline = slot.killed_by, "", None
         self._close_log(slot)
         container = slot.container
         if not message and slot.term_file is not None:
@@ -1032,6 +1308,8 @@ class PodRunner:
             restart = True
         elif slot.init:
             restart = code != 0 and policy != "Never"
+        elif killed_by:  # kubelet restarts what a probe killed, whatever its exit code
+            restart = policy != "Never"
         else:
             restart = policy == "Always" or (policy == "OnFailure" and code != 0)
         slot.status.update(ready=slot.init and not slot.sidecar and code == 0, started=False)
@@ -1072,9 +1350,145 @@ class PodRunner:
                 self._finish(task, slot, _exit_code(slot.proc.returncode), may_restart=False)
             else:
                 slot.proc = None
+                self._stop_probes(slot)
                 self._close_log(slot)
         for slot in slots:
             slot.done = True
+
+    # ------------------------------------------------------------------- probes
+
+    def _start_probes(self, task: PodTask, slot: Slot) -> None:
+        """One worker thread per probe of this container instance, as kubelet's."""
+        slot.probes = {
+            kind: Probe(kind, slot.container[f"{kind}Probe"])
+            for kind in PROBE_KINDS
+            if slot.container.get(f"{kind}Probe")
+        }
+        if not slot.probes:
+            return
+        slot.probe_stop = threading.Event()
+        since = time.monotonic()
+        for probe in slot.probes.values():
+            thread = threading.Thread(
+                target=self._probe_loop,
+                args=(task, slot, probe, slot.probe_stop, since),
+                name=f"probe-{task.ref}-{slot.name}-{probe.kind}",
+                daemon=True,
+            )
+            thread.start()
+
+    @staticmethod
+    def _stop_probes(slot: Slot) -> None:
+        if slot.probe_stop is not None:
+            slot.probe_stop.set()
+            slot.probe_stop = None
+
+    @staticmethod
+    def _probed(slot: Slot) -> tuple[bool, bool]:
+        """(started, ready) of a running container from its probes' results."""
+        startup, readiness = slot.probes.get("startup"), slot.probes.get("readiness")
+        started = startup is None or startup.result is True
+        return started, started and (readiness is None or readiness.result is True)
+
+    def _probe_loop(
+        self, task: PodTask, slot: Slot, probe: Probe, stop: threading.Event, since: float
+    ) -> None:
+        """kubelet's probe worker: the first probe initialDelaySeconds after the
+        container started, then one every periodSeconds; liveness and readiness
+        wait for the startup probe to succeed; a startup probe stops once it has,
+        and a failed liveness or startup probe stops (the container is killed)."""
+        spec = probe.spec
+        period = max(1, int(spec.get("periodSeconds") or 10))
+        due = since + int(spec.get("initialDelaySeconds") or 0)
+        startup = slot.probes.get("startup")
+        while not stop.wait(max(0.0, due - time.monotonic())):
+            due = max(due + period, time.monotonic())  # a slow probe skips ticks
+            if probe.kind != "startup" and startup is not None and startup.result is not True:
+                continue
+            try:
+                ok, message = self._probe_once(task, slot, spec)
+            except Exception as err:  # a bad spec (unknown port name, ...) is a failure
+                ok, message = False, str(err)
+            if stop.is_set():
+                return  # the container ended meanwhile: the result is about no one
+            if probe.record(ok, message):
+                log.info(
+                    "pod %s: container %s: %s probe %s%s",
+                    task.ref,
+                    slot.name,
+                    probe.kind,
+                    "succeeded" if ok else "failed: ",
+                    "" if ok else message,
+                )
+            if probe.result is False and probe.kind != "readiness":
+                return
+            if probe.result is True and probe.kind == "startup":
+                return
+
+    def _probe_once(self, task: PodTask, slot: Slot, spec: dict[str, Any]) -> tuple[bool, str]:
+        timeout = float(max(1, int(spec.get("timeoutSeconds") or 1)))
+        if "exec" in spec:
+            argv = [expand(part, slot.pod_env) for part in spec["exec"].get("command") or []]
+            return exec_probe(argv, slot.env, slot.cwd or task.dir, timeout)
+        for kind in ("httpGet", "tcpSocket"):
+            if kind in spec:
+                action = spec[kind]
+                host = action.get("host") or task.ip
+                port = self._probe_port(slot.container, action["port"])
+                if kind == "tcpSocket":
+                    return tcp_probe(host, port, timeout)
+                version = ".".join(self._kubelet_version.lstrip("v").split(".")[:2])
+                return http_probe(host, port, action, timeout, f"kube-probe/{version}")
+        return False, f"the pod runner cannot run this probe: {sorted(spec)}"
+
+    @staticmethod
+    def _probe_port(container: dict[str, Any], port: int | str) -> int:
+        if isinstance(port, int) or str(port).isdigit():
+            return int(port)
+        for declared in container.get("ports") or []:
+            if declared.get("name") == port:
+                return int(declared["containerPort"])
+        raise ValueError(f"port {port!r} is not a port of container {container['name']}")
+
+    def _apply_probes(self, task: PodTask, slot: Slot) -> bool:
+        """What kubelet's pod sync does with the probe results of a running container:
+        Started and ready follow them; a failed liveness or startup probe kills it
+        (SIGTERM, the grace period, SIGKILL) without holding up the pod's other
+        containers. True when the container status changed."""
+        if slot.init and not slot.sidecar:
+            return False
+        if slot.killed_by:
+            if slot.kill_deadline is not None and time.monotonic() >= slot.kill_deadline:
+                _signal_group(slot.proc, signal.SIGKILL)
+                slot.kill_deadline = None
+            return False
+        failed = next(
+            (p for p in slot.probes.values() if p.kind != "readiness" and p.result is False), None
+        )
+        if failed is None:
+            started, ready = self._probed(slot)
+        else:
+            grace = failed.spec.get("terminationGracePeriodSeconds")
+            if grace is None:
+                grace = task.pod["spec"].get("terminationGracePeriodSeconds", 30)
+            outcome = "killed" if task.restart_policy == "Never" else "restarted"
+            log.info(
+                "pod %s: container %s failed %s probe (%s), will be %s",
+                task.ref,
+                slot.name,
+                failed.kind,
+                failed.message,
+                outcome,
+            )
+            self._stop_probes(slot)
+            slot.killed_by = failed.kind
+            slot.kill_deadline = time.monotonic() + max(float(grace), MIN_GRACE)
+            _signal_group(slot.proc, signal.SIGTERM)
+            started, ready = slot.status["started"], False  # no traffic while it stops
+        if (started, ready) == (slot.status["started"], slot.status["ready"]):
+            return False
+        slot.status.update(started=started, ready=ready)
+        return True
 
     @staticmethod
     def _close_log(slot: Slot) -> None:
@@ -1159,6 +1573,7 @@ class PodRunner:
 
     def _field(self, pod: dict[str, Any], path: str) -> str:
         meta = pod["metadata"]
+        pod_ip = HOST_IP if pod["spec"].get("hostNetwork") else self._ips.get(meta["uid"]) or ""
         keyed = re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path)
         if keyed:
             return (meta.get(keyed[1]) or {}).get(keyed[2], "")
@@ -1170,8 +1585,8 @@ class PodRunner:
             "spec.serviceAccountName": pod["spec"].get("serviceAccountName", ""),
             "status.hostIP": HOST_IP,
             "status.hostIPs": HOST_IP,
-            "status.podIP": HOST_IP,
-            "status.podIPs": HOST_IP,
+            "status.podIP": pod_ip,
+            "status.podIPs": pod_ip,  # kubelet joins them with commas; a pod has one
         }
         if path not in values:
             raise ConfigError(f"unsupported fieldRef {path!r}")
@@ -1385,7 +1800,12 @@ class PodRunner:
         init_pending = [
             s.name for s in task.init_slots() if not s.sidecar and s.exit_code() != 0
         ] + [s.name for s in task.init_slots() if s.sidecar and "running" not in s.status["state"]]
-        unready = [s.name for s in task.main_slots() if not s.status.get("ready")]
+        # Sidecars count, as kubelet counts restartable init containers.
+        unready = [
+            s.name
+            for s in task.init_slots() + task.main_slots()
+            if (s.sidecar or not s.init) and not s.status.get("ready")
+        ]
         conditions = [self._condition(task, "PodReadyToStartContainers", "True")]
         if init_pending and phase not in TERMINAL:
             conditions.append(
@@ -1421,16 +1841,19 @@ class PodRunner:
             "startTime": task.start_time,
             "hostIP": HOST_IP,
             "hostIPs": [{"ip": HOST_IP}],
-            "podIP": HOST_IP,
-            "podIPs": [{"ip": HOST_IP}],
             "containerStatuses": [s.status for s in task.main_slots()],
         }
+        if task.ip:  # a lost pod keeps the IP an earlier runner gave it
+            status.update(podIP=task.ip, podIPs=[{"ip": task.ip}])
         if task.init_slots():
             status["initContainerStatuses"] = [s.status for s in task.init_slots()]
         if reason:
             status.update(reason=reason, message=message)
         meta = task.pod["metadata"]
         body = {"metadata": {"uid": task.uid}, "status": status}
+        text = json.dumps(body, sort_keys=True)
+        if text == task.pushed:  # unchanged: probes of many pods must not hammer the apiserver
+            return
         try:
             self.api.request(
                 "PATCH",
@@ -1444,6 +1867,7 @@ class PodRunner:
                 return
             log.warning("pod %s: status update failed: %s %s", task.ref, err.status, err.body)
             return
+        task.pushed = text
         if phase in TERMINAL:
             task.terminal = True
             log.info("pod %s: %s", task.ref, phase)
@@ -1515,7 +1939,9 @@ def main(argv: list[str]) -> int:
         "--work-dir", default=None, help="pod directories and runner.log (default: a new temp dir)"
     )
     parser.add_argument("--node-name", default=NODE_NAME)
-    parser.add_argument("--max-pods", type=int, default=4)
+    parser.add_argument(
+        "--max-pods", type=int, default=MAX_PODS, help="pods run at once; more wait in order"
+    )
     args = parser.parse_args(argv)
     if not args.kubeconfig:
         parser.error("--kubeconfig (or KUBECONFIG) is required")

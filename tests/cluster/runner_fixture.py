@@ -5,7 +5,9 @@ It starts tests/cluster/podrunner.py in this process with the image map
 `flywheel -> the bin dir of this Python`, so the project's own image runs the
 commands installed in this environment (`flywheel ...`, `python ...`), and stops
 it when the session ends. A runner someone else keeps alive for the same node
-(`python tests/cluster/podrunner.py ...`) is used as it is, and left running.
+(`python tests/cluster/podrunner.py ...`) is used as it is, and left running
+(`runner.serving` tells which). While it runs, pods have IPs in 198.18.0.0/16,
+routed to `lo` (see podrunner's docstring), and the tests dial them directly.
 """
 
 from __future__ import annotations
