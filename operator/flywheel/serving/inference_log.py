@@ -1,0 +1,311 @@
+"""The inference log: a sample of requests' rows and predictions, as Parquet,
+for drift detection.
+
+The request path only samples rows and puts them on a bounded queue
+(`record`, microseconds); a full queue drops them and counts them `dropped`,
+it never makes a request wait. One background thread per worker buffers
+the rows by UTC hour and writes a file when a buffer reaches `batch_rows`
+rows or has waited `flush_seconds`:
+
+    <uri>/hour=YYYY-MM-DDTHH/<hostname>-<pid>-<seq:06d>.parquet
+
+with the model's input columns under their own names, `_flywheel_time`
+(timestamp ms, UTC), `_flywheel_prediction` (string for classifiers,
+float64 for regressors) and `_flywheel_model_version`. Column types come
+from the signature, so every file of a model version has the same schema.
+`close` writes whatever is buffered: the worker calls it on shutdown.
+
+s3:// goes through boto3 (FLYWHEEL_S3_ENDPOINT, AWS_* keys); file:// writes
+local files, written under a hidden name and renamed, so a reader never sees
+half a file.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .signature import Batch, Column
+
+log = logging.getLogger("flywheel.serve")
+
+TIME = "_flywheel_time"
+PREDICTION = "_flywheel_prediction"
+VERSION = "_flywheel_model_version"
+WRITE_ATTEMPTS = 3
+_STOP = object()
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    uri: str
+    sample_rate: float = 1.0
+    flush_seconds: float = 60.0
+    batch_rows: int = 1000
+    endpoint: str | None = None
+    queue_requests: int = 10_000  # requests waiting for the writer, at most
+
+
+def hour_of(epoch_ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H", time.gmtime(epoch_ms / 1000))
+
+
+def object_uri(base: str, hour: str, host: str, pid: int, seq: int) -> str:
+    return f"{base.rstrip('/')}/hour={hour}/{host}-{pid}-{seq:06d}.parquet"
+
+
+def sample(rows: int, rate: float, rng: np.random.Generator) -> np.ndarray | None:
+    """Which rows to log: None for all of them; an index array otherwise."""
+    if rate >= 1:
+        return None
+    return np.flatnonzero(rng.random(rows) < rate)
+
+
+# --- buffering (pure) ------------------------------------------------------
+
+
+@dataclass
+class HourBuffer:
+    hour: str
+    started: float  # monotonic time of the first rows
+    parts: list[tuple[int, dict[str, np.ndarray], np.ndarray]] = field(default_factory=list)
+    rows: int = 0
+
+
+class Buffers:
+    """Rows waiting to be written, one buffer per UTC hour."""
+
+    def __init__(self, batch_rows: int, flush_seconds: float) -> None:
+        self.batch_rows = batch_rows
+        self.flush_seconds = flush_seconds
+        self.hours: dict[str, HourBuffer] = {}
+
+    def add(
+        self, epoch_ms: int, columns: dict[str, np.ndarray], predictions: np.ndarray, now: float
+    ) -> None:
+        hour = hour_of(epoch_ms)
+        buffer = self.hours.get(hour)
+        if buffer is None:
+            buffer = self.hours[hour] = HourBuffer(hour, now)
+        buffer.parts.append((epoch_ms, columns, predictions))
+        buffer.rows += len(predictions)
+
+    def due(self, now: float) -> list[HourBuffer]:
+        """Take the buffers that are full or old enough (or all, `now` = inf)."""
+        ready = [
+            b
+            for b in self.hours.values()
+            if b.rows >= self.batch_rows or now - b.started >= self.flush_seconds
+        ]
+        for buffer in ready:
+            del self.hours[buffer.hour]
+        return ready
+
+    def next_deadline(self) -> float | None:
+        if not self.hours:
+            return None
+        return min(b.started for b in self.hours.values()) + self.flush_seconds
+
+
+# --- Parquet ---------------------------------------------------------------
+
+
+def arrow_type(column_type: str) -> Any:
+    import pyarrow as pa
+
+    return {
+        "double": pa.float64(),
+        "float": pa.float32(),
+        "long": pa.int64(),
+        "integer": pa.int32(),
+        "boolean": pa.bool_(),
+        "string": pa.string(),
+        "binary": pa.binary(),
+        "datetime": pa.timestamp("ns"),
+    }.get(column_type)
+
+
+def to_table(
+    buffer: HourBuffer, schema: Sequence[Column] | None, classifier: bool, version: str
+) -> Any:
+    import pyarrow as pa
+
+    names = [c.name for c in schema] if schema else list(buffer.parts[0][1])
+    types = {c.name: arrow_type(c.type) for c in schema or ()}
+    arrays: dict[str, Any] = {}
+    for name in names:
+        values = np.concatenate([columns[name] for _, columns, _ in buffer.parts])
+        arrays[name] = arrow_array(values, types.get(name))
+    times = np.concatenate([np.full(len(p), ms, dtype=np.int64) for ms, _, p in buffer.parts])
+    arrays[TIME] = pa.array(times, type=pa.timestamp("ms", tz="UTC"))
+    predictions = [prediction_values(p, classifier) for _, _, p in buffer.parts]
+    arrays[PREDICTION] = pa.array(
+        np.concatenate(predictions), type=pa.string() if classifier else pa.float64()
+    )
+    arrays[VERSION] = pa.array([version] * len(times), type=pa.string())
+    return pa.table(arrays)
+
+
+def arrow_array(values: np.ndarray, arrow: Any) -> Any:
+    import pyarrow as pa
+
+    if arrow is None:
+        return pa.array(values if values.dtype != object else values.tolist())
+    if values.dtype.kind == "f" and pa.types.is_integer(arrow):  # an optional column with gaps
+        return pa.array(values, mask=np.isnan(values)).cast(arrow)
+    if values.dtype == object:
+        return pa.array(values.tolist(), type=arrow, from_pandas=True)
+    return pa.array(values, type=arrow, from_pandas=True)
+
+
+def prediction_values(predictions: np.ndarray, classifier: bool) -> np.ndarray:
+    if predictions.ndim > 1:  # several outputs a row: their JSON-ish text
+        predictions = np.array([str(row) for row in predictions.tolist()], dtype=object)
+        return predictions if classifier else np.full(len(predictions), np.nan)
+    if classifier:
+        return predictions.astype(str).astype(object)
+    return predictions.astype(np.float64)
+
+
+def parquet_bytes(table: Any) -> bytes:
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
+
+
+# --- where the files go ----------------------------------------------------
+
+
+def writer_for(uri: str, endpoint: str | None) -> Callable[[str, bytes], None]:
+    scheme = urllib.parse.urlsplit(uri).scheme
+    if scheme == "file":
+        return write_file
+    if scheme == "s3":
+        from ..workloads.storage import s3_client
+
+        client = s3_client(endpoint, None)
+
+        def write_s3(target: str, data: bytes) -> None:
+            parts = urllib.parse.urlsplit(target)
+            client.put_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"), Body=data)
+
+        return write_s3
+    raise ValueError(f"FLYWHEEL_INFERENCE_LOG_URI must be s3:// or file://, not {uri!r}")
+
+
+def write_file(target: str, data: bytes) -> None:
+    path = Path(urllib.parse.unquote(urllib.parse.urlsplit(target).path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_bytes(data)
+    partial.replace(path)
+
+
+# --- the background writer -------------------------------------------------
+
+
+class InferenceLog:
+    """Samples on the request path; buffers and writes on its own thread."""
+
+    def __init__(
+        self,
+        settings: LogSettings,
+        schema: Sequence[Column] | None,
+        classifier: bool,
+        model_version: str,
+        metrics: Any,
+        write: Callable[[str, bytes], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.schema = schema
+        self.classifier = classifier
+        self.model_version = model_version
+        self.metrics = metrics
+        self.write = write or writer_for(settings.uri, settings.endpoint)
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=settings.queue_requests)
+        self.buffers = Buffers(settings.batch_rows, settings.flush_seconds)
+        self.rng = np.random.default_rng()
+        self.host = socket.gethostname()
+        self.seq = 0
+        self.thread = threading.Thread(target=self._run, name="inference-log", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def record(self, batch: Batch, predictions: np.ndarray) -> None:
+        """Called per request: sample, enqueue, never block."""
+        chosen = sample(batch.rows, self.settings.sample_rate, self.rng)
+        if chosen is not None:
+            if not len(chosen):
+                return
+            columns = {name: a[chosen] for name, a in batch.columns.items()}
+            predictions = predictions[chosen]
+        else:
+            columns = batch.columns
+        try:
+            self.queue.put_nowait((time.time_ns() // 1_000_000, columns, predictions))
+        except queue.Full:
+            self.metrics.dropped.inc(len(predictions))
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write everything buffered and stop the thread (on shutdown)."""
+        if not self.thread.is_alive():
+            return
+        self.queue.put(_STOP)  # blocks only while the queue is full; the thread drains it
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            log.error("the inference log did not finish writing within %.0f s", timeout)
+
+    def _run(self) -> None:
+        while True:
+            deadline = self.buffers.next_deadline()
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                item = self.queue.get(timeout=wait)
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                break
+            if item is not None:
+                self.buffers.add(*item, now=time.monotonic())
+            self._write(self.buffers.due(time.monotonic()))
+        self._write(self.buffers.due(float("inf")))
+
+    def _write(self, ready: list[HourBuffer]) -> None:
+        for buffer in ready:
+            target = object_uri(self.settings.uri, buffer.hour, self.host, os.getpid(), self.seq)
+            self.seq += 1
+            try:
+                data = parquet_bytes(
+                    to_table(buffer, self.schema, self.classifier, self.model_version)
+                )
+                self._put(target, data)
+            except Exception as exc:  # the log must never take the server down
+                log.warning("inference log: dropped %d rows for %s: %s", buffer.rows, target, exc)
+                self.metrics.dropped.inc(buffer.rows)
+            else:
+                self.metrics.written.inc(buffer.rows)
+
+    def _put(self, target: str, data: bytes) -> None:
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                self.write(target, data)
+                return
+            except Exception:
+                if attempt == WRITE_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.5 * 2**attempt)

@@ -1,0 +1,151 @@
+"""The inference log: partition naming, buffering by hour and size, the Parquet
+files a drift job reads, and never blocking a request."""
+
+from __future__ import annotations
+
+import calendar
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from flywheel.serving.inference_log import (
+    Buffers,
+    InferenceLog,
+    LogSettings,
+    hour_of,
+    object_uri,
+    sample,
+)
+from flywheel.serving.metrics import ServeMetrics
+from flywheel.serving.signature import Batch, Column
+
+SCHEMA = [Column("x", "double"), Column("n", "long", required=False), Column("c", "string")]
+MS = calendar.timegm((2026, 3, 1, 13, 59, 59)) * 1000
+
+
+def counts() -> ServeMetrics:
+    """The server's own metrics, in this process's memory."""
+    return ServeMetrics("v1", "stable")
+
+
+def rows(metrics: ServeMetrics, outcome: str) -> float:
+    labels = {"model_version": "v1", "track": "stable", "outcome": outcome}
+    return metrics.registry.get_sample_value("flywheel_serve_inference_log_rows_total", labels)
+
+
+def batch(rows: int) -> Batch:
+    return Batch(
+        {
+            "x": np.arange(rows, dtype=np.float64),
+            "n": np.where(np.arange(rows) % 2 == 0, np.arange(rows), np.nan),
+            "c": np.array([f"c{i}" for i in range(rows)], dtype=object),
+        },
+        rows,
+    )
+
+
+def test_partition_and_file_names():
+    assert hour_of(MS) == "2026-03-01T13"
+    assert hour_of(MS + 1000) == "2026-03-01T14"
+    assert (
+        object_uri("s3://logs/iris/", "2026-03-01T13", "pod-a", 7, 12)
+        == "s3://logs/iris/hour=2026-03-01T13/pod-a-7-000012.parquet"
+    )
+
+
+def test_sampling():
+    rng = np.random.default_rng(1)
+    assert sample(10, 1.0, rng) is None
+    assert len(sample(10, 0.0, rng)) == 0
+    assert 350 < len(sample(1000, 0.4, rng)) < 450
+
+
+def test_buffers_split_by_hour_and_flush_when_full_or_old():
+    buffers = Buffers(batch_rows=3, flush_seconds=10)
+    preds = np.array(["a", "b"])
+    buffers.add(MS, batch(2).columns, preds, now=0)
+    buffers.add(MS + 1000, batch(2).columns, preds, now=1)  # the next hour
+    assert buffers.due(now=5) == []
+    assert buffers.next_deadline() == 10
+    buffers.add(MS, batch(2).columns, preds, now=6)
+    (full,) = buffers.due(now=6)
+    assert (full.hour, full.rows) == ("2026-03-01T13", 4)
+    (old,) = buffers.due(now=11)
+    assert (old.hour, old.rows) == ("2026-03-01T14", 2)
+    assert buffers.next_deadline() is None
+
+
+def test_files_have_the_signature_columns_and_ours(tmp_path: Path):
+    metrics = counts()
+    settings = LogSettings(uri=(tmp_path / "log").as_uri(), batch_rows=5, flush_seconds=60)
+    log = InferenceLog(settings, SCHEMA, classifier=True, model_version="v1", metrics=metrics)
+    log.start()
+    before = time.time()
+    log.record(batch(3), np.array(["a", "b", "a"]))
+    log.record(batch(3), np.array(["b", "b", "a"]))  # 6 rows: over batch_rows, one file
+    log.record(batch(1), np.array(["z"]))
+    log.close()  # writes the last row too
+
+    files = sorted((tmp_path / "log").glob("hour=*/*.parquet"))
+    assert len(files) == 2, files
+    hours = {time.strftime("hour=%Y-%m-%dT%H", time.gmtime(t)) for t in (before, time.time())}
+    assert {f.parent.name for f in files} <= hours
+    table = pq.read_table(files[0])
+    assert table.column_names == [
+        "x", "n", "c", "_flywheel_time", "_flywheel_prediction", "_flywheel_model_version",
+    ]  # fmt: skip
+    assert str(table.schema.field("n").type) == "int64"
+    assert str(table.schema.field("_flywheel_time").type) == "timestamp[ms, tz=UTC]"
+    assert table.column("n").to_pylist()[:3] == [0, None, 2]
+    assert table.column("_flywheel_prediction").to_pylist() == ["a", "b", "a", "b", "b", "a"]
+    assert set(table.column("_flywheel_model_version").to_pylist()) == {"v1"}
+    assert pq.read_table(files[1]).num_rows == 1
+    assert (rows(metrics, "written"), rows(metrics, "dropped")) == (7, 0)
+    assert not list((tmp_path / "log").rglob(".*"))  # no partial files left
+
+
+def test_regressor_predictions_are_float(tmp_path: Path):
+    settings = LogSettings(uri=(tmp_path / "log").as_uri())
+    log = InferenceLog(settings, SCHEMA, classifier=False, model_version="v1", metrics=counts())
+    log.start()
+    log.record(batch(2), np.array([1.5, 2.5]))
+    log.close()
+    (file,) = (tmp_path / "log").glob("hour=*/*.parquet")
+    column = pq.read_table(file).column("_flywheel_prediction")
+    assert str(column.type) == "double" and column.to_pylist() == [1.5, 2.5]
+
+
+def test_a_full_queue_drops_and_counts_without_blocking(tmp_path: Path):
+    metrics = counts()
+    settings = LogSettings(uri=(tmp_path / "log").as_uri(), queue_requests=2)
+    log = InferenceLog(settings, SCHEMA, classifier=True, model_version="v1", metrics=metrics)
+    # Not started: nothing takes from the queue.
+    started = time.monotonic()
+    for _ in range(5):
+        log.record(batch(3), np.array(["a", "b", "c"]))
+    assert time.monotonic() - started < 0.5
+    assert rows(metrics, "dropped") == 9
+
+
+def test_a_failing_store_counts_the_rows_dropped(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr("flywheel.serving.inference_log.time.sleep", lambda s: None)
+    metrics = counts()
+
+    def refuse(target: str, data: bytes) -> None:
+        raise OSError("store down")
+
+    settings = LogSettings(uri="s3://bucket/log")
+    log = InferenceLog(settings, SCHEMA, True, "v1", metrics, write=refuse)
+    log.start()
+    log.record(batch(4), np.array(list("abcd")))
+    log.close()
+    assert (rows(metrics, "written"), rows(metrics, "dropped")) == (0, 4)
+
+
+@pytest.mark.parametrize("uri", ["gs://bucket/x", "/local/path"])
+def test_only_s3_and_file(uri):
+    with pytest.raises(ValueError, match="s3:// or file://"):
+        InferenceLog(LogSettings(uri=uri), SCHEMA, True, "v1", counts())
