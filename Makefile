@@ -31,6 +31,7 @@ $(VENV)/.installed: pyproject.toml
 
 cluster-bin: ## build the control-plane binaries from Go modules (cached)
 	bash tests/cluster/build.sh
+	bash tests/cluster/gateway_api.sh >/dev/null
 
 cluster-up: install cluster-bin ## start etcd, kube-apiserver, controller-manager, scheduler, kwok
 	@$(CLUSTER) up

@@ -280,10 +280,21 @@ class Verdict(StatusModel):
     model_version: str | None = Field(default=None, description="The canary judged.")
     verdict: Literal["Promoted", "RolledBack"] = Field(description="Promoted or RolledBack.")
     reason: str | None = Field(default=None, description="Why.")
+    replaced: str | None = Field(
+        default=None, description="For a promotion: the stable ModelVersion it replaced."
+    )
 
 
 class AnalysisStatus(StatusModel):
+    model_version: str | None = Field(default=None, description="The canary under analysis.")
     step: int | None = Field(default=None, description="Current step (1-based).")
+    weight: int | None = Field(
+        default=None, description="Canary traffic percent this step asks for."
+    )
+    window_start: datetime | None = Field(
+        default=None, description="Start of the interval the next check measures."
+    )
+    message: str | None = Field(default=None, description="The last decision, in words.")
     checks_passed: int | None = Field(default=None, description="Passing checks at this step.")
     checks_failed: int | None = Field(default=None, description="Failed checks so far.")
     last_check: CheckFigures | None = Field(default=None, description="Last check's figures.")

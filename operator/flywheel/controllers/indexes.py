@@ -19,16 +19,18 @@ def dataset_phases(namespace: str, name: str, status: Mapping[str, Any], **_: An
 
 
 @kopf.index(GROUP, VERSION, "modelversions")
-def model_version_phases(namespace: str, name: str, status: Mapping[str, Any], **_: Any):
-    return {(namespace, name): status.get("phase")}
-
-
-def phase_of(index: kopf.Index, namespace: str, name: str) -> str | None:
-    """The phase of a referenced object, "" when it has none yet, None when absent."""
-    store = index.get((namespace, name))
-    if store is None:
-        return None
-    return next(iter(store), None) or ""
+def model_versions(
+    namespace: str, name: str, spec: Mapping[str, Any], status: Mapping[str, Any], **_: Any
+):
+    """What an InferenceService needs of a ModelVersion to serve it."""
+    return {
+        (namespace, name): {
+            "phase": status.get("phase"),
+            "servable": bool(status.get("servable")),
+            "modelName": spec.get("modelName"),
+            "registryVersion": status.get("registryVersion"),
+        }
+    }
 
 
 @kopf.index(GROUP, VERSION, "datasets")

@@ -1,42 +1,352 @@
-"""InferenceService controller."""
+"""InferenceService controller: model servers per track, the split, the canary's fate.
+
+Which ModelVersion serves as stable is spec.stable, except after a promotion:
+then the promoted canary serves until spec.stable changes. The operator never
+edits its own spec (a GitOps repository owns it); status says what to commit
+("promoted X: set spec.stable.modelVersion to X and remove spec.canary").
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
-from ..api.conditions import FALSE, ConditionUpdate
+from ..api.conditions import FALSE, TRUE, ConditionUpdate
 from ..api.inferenceservice import InferenceServiceSpec
 from ..api.kinds import INFERENCE_SERVICE
+from ..builders.serving import (
+    PORT,
+    ServedModel,
+    build_autoscaler,
+    build_deployment,
+    build_http_route,
+    build_service,
+    selector,
+    track_name,
+)
+from ..integrations import children, tracking
+from ..policy.traffic import effective_percent, plan_split
+from ..settings import Settings
+from . import rollout
 from .handlers import register
-from .indexes import phase_of
+from .indexes import lookup
 from .reconcile import READY, Assessment, accepted, reconcile
 from .refs import Missing, missing_reference
 
+SETTINGS = Settings.from_env()
+PRODUCTION = "production"
+GATEWAY_API = "gateway.networking.k8s.io/v1"
 
-def assess(spec: InferenceServiceSpec, body: Mapping[str, Any], versions: kopf.Index) -> Assessment:
-    namespace = body["metadata"]["namespace"]
-    wanted = [("spec.stable.modelVersion", spec.stable.model_version)]
-    if spec.canary:
-        wanted.append(("spec.canary.modelVersion", spec.canary.model_version))
-    for field, name in wanted:
-        if phase_of(versions, namespace, name) is None:
-            return missing_reference(Missing(field, "ModelVersion", name), namespace)
-    return Assessment(
-        phase="Pending",
-        conditions=[
-            accepted(),
-            ConditionUpdate(READY, FALSE, "NotDeployed", "model servers not deployed yet"),
-        ],
+
+def serving_stable(spec: InferenceServiceSpec, status: Mapping[str, Any]) -> str:
+    """spec.stable, or the canary promoted over it while spec still names the old one."""
+    history = (status.get("analysis") or {}).get("history") or []
+    promoted = next((v for v in reversed(history) if v.get("verdict") == "Promoted"), None)
+    if promoted and promoted.get("replaced") == spec.stable.model_version:
+        return promoted["modelVersion"]
+    return spec.stable.model_version
+
+
+def judged(status: Mapping[str, Any], model_version: str) -> dict[str, Any] | None:
+    """The verdict already given on this canary: it is not tried twice."""
+    history = (status.get("analysis") or {}).get("history") or []
+    return next((v for v in reversed(history) if v.get("modelVersion") == model_version), None)
+
+
+def assess(
+    spec: InferenceServiceSpec,
+    body: Mapping[str, Any],
+    versions: kopf.Index,
+    settings: Settings = SETTINGS,
+    now: datetime | None = None,
+) -> Assessment:
+    now = now or datetime.now(UTC)
+    meta, status = body["metadata"], dict(body.get("status") or {})
+    namespace, name = meta["namespace"], meta["name"]
+    stable_name = serving_stable(spec, status)
+    stable = lookup(versions, namespace, stable_name)
+    if stable is None:
+        return missing_reference(
+            Missing("spec.stable.modelVersion", "ModelVersion", stable_name), namespace
+        )
+    canary_name = spec.canary.model_version if spec.canary else None
+    if canary_name and judged(status, canary_name):
+        canary_name = None  # promoted or rolled back already
+    canary = lookup(versions, namespace, canary_name) if canary_name else None
+    if canary_name and canary is None:
+        return missing_reference(
+            Missing("spec.canary.modelVersion", "ModelVersion", canary_name), namespace
+        )
+    if not stable["servable"] or not stable.get("registryVersion"):
+        why = f"ModelVersion {stable_name!r} is {stable['phase'] or 'new'}, not Servable yet"
+        return Assessment("Pending", [accepted(), _not_ready("ModelNotServable", why)])
+    if not settings.mlflow_tracking_uri:
+        why = "the operator has no MLflow tracking URI (set MLFLOW_TRACKING_URI on the operator)"
+        return Assessment("Pending", [accepted(), _not_ready("MLflowNotConfigured", why)])
+
+    router = spec.traffic.router if spec.traffic else "service"
+    if router == "gateway-api" and not children.api_available(GATEWAY_API):
+        why = (
+            "spec.traffic.router is gateway-api but the cluster has no Gateway API "
+            f"({GATEWAY_API}); install its CRDs or use router: service"
+        )
+        return Assessment("Failed", [accepted(), _not_ready("GatewayAPIMissing", why)])
+
+    fields: dict[str, Any] = {"url": f"http://{name}.{namespace}.svc.cluster.local"}
+    events: list[tuple[str, str, str]] = []
+    stable_model = _served(stable_name, stable)
+    stable_replicas = spec.replicas if spec.replicas is not None else 1
+    stable_deployment = _apply_track(body, spec, "stable", stable_model, stable_replicas, settings)
+    children.apply(build_service(body, None))
+    stable_ready, stable_done = _rollout_state(stable_deployment)
+    fields["stable"] = {
+        "modelVersion": stable_name,
+        "replicas": _desired(stable_deployment),
+        "readyReplicas": stable_ready,
+    }
+    if status.get("servingModelVersion") != stable_name:
+        tracking.set_alias(
+            settings.mlflow_tracking_uri, stable["modelName"], PRODUCTION, stable["registryVersion"]
+        )
+        events.append(
+            ("Normal", "Serving", f"{stable_name} serves as stable; MLflow alias production moved")
+        )
+    fields["servingModelVersion"] = stable_name
+
+    step = None
+    weight = 0
+    if canary_name and canary is not None and canary["servable"] and canary.get("registryVersion"):
+        step, weight, canary_fields = _run_canary(
+            body, spec, status, canary_name, canary, stable_replicas, router, settings, now
+        )
+        fields.update(canary_fields)
+        if step.event:
+            events.append(step.event)
+        if step.decision and step.decision.verdict == "promote":
+            return _promoted(body, spec, status, fields, events, canary_name, canary, settings)
+        if step.decision and step.decision.verdict == "rollback":
+            _remove_canary(body, spec)
+            weight = 0
+            fields["canary"] = None
+    else:
+        # No canary (or judged): once the stable rollout is over, its pods go.
+        if stable_done and _canary_exists(body):
+            _remove_canary(body, spec)
+        fields["canary"] = None
+        analysis = dict(status.get("analysis") or {})
+        if analysis.get("modelVersion"):
+            fields["analysis"] = {"history": analysis.get("history")}
+    if router == "gateway-api":
+        children.apply(build_http_route(body, spec, 100 - weight, weight))
+    canary_ready = (fields.get("canary") or {}).get("readyReplicas") or 0
+    fields["traffic"] = (
+        {"stable": 100 - weight, "canary": weight}
+        if router == "gateway-api"
+        else {
+            "stable": 100 - (share := effective_percent(stable_ready, canary_ready)),
+            "canary": share,
+        }
+    )
+    return _verdict(
+        spec, status, fields, events, stable_name, stable_ready, stable_done, step, canary_name
     )
 
 
+def _run_canary(body, spec, status, canary_name, canary, stable_replicas, router, settings, now):
+    meta = body["metadata"]
+    deployment = children.get(
+        "apps/v1", "Deployment", meta["namespace"], track_name(meta["name"], "canary")
+    )
+    ready, done = _rollout_state(deployment) if deployment else (0, False)
+    pods = _pod_urls(meta["namespace"], meta["name"], "canary")
+    step = rollout.analyse(
+        meta["uid"], meta["namespace"], canary_name, spec.canary.analysis, status,
+        canary_ready=done and ready > 0, pod_urls=pods, now=now,
+    )  # fmt: skip
+    split = plan_split(router, step.weight, stable_replicas)
+    fields: dict[str, Any] = {"analysis": step.analysis}
+    if step.decision is None or not step.decision.final:
+        model = _served(canary_name, canary)
+        deployment = _apply_track(body, spec, "canary", model, split.canary_replicas, settings)
+        children.apply(build_service(body, "canary"))
+        ready, _ = _rollout_state(deployment)
+        fields["canary"] = {
+            "modelVersion": canary_name,
+            "replicas": split.canary_replicas,
+            "readyReplicas": ready,
+        }
+        if split.note:
+            fields["analysis"] = {
+                **step.analysis,
+                "message": f"{step.analysis.get('message')} {split.note}",
+            }
+    return step, step.weight, fields
+
+
+def _promoted(body, spec, status, fields, events, canary_name, canary, settings) -> Assessment:
+    """The canary becomes stable: roll the stable Deployment to its model (no
+    downtime: maxUnavailable 0), move the production alias, keep the canary's
+    pods until the stable rollout is done."""
+    replaced = serving_stable(spec, status)
+    history = fields["analysis"]["history"]
+    history[-1]["replaced"] = replaced
+    stable_replicas = spec.replicas if spec.replicas is not None else 1
+    deployment = _apply_track(
+        body, spec, "stable", _served(canary_name, canary), stable_replicas, settings
+    )
+    tracking.set_alias(
+        settings.mlflow_tracking_uri, canary["modelName"], PRODUCTION, canary["registryVersion"]
+    )
+    ready, _ = _rollout_state(deployment)
+    fields.update(
+        servingModelVersion=canary_name,
+        stable={
+            "modelVersion": canary_name,
+            "replicas": _desired(deployment),
+            "readyReplicas": ready,
+        },
+        traffic={"stable": 100, "canary": 0},
+        canary=None,
+    )
+    commit = _commit_hint(canary_name)
+    progressing = ConditionUpdate("Progressing", TRUE, "Promoted", commit)
+    ready_condition = ConditionUpdate(READY, TRUE, "Promoted", commit)
+    return Assessment("Progressing", [accepted(), ready_condition, progressing], fields, events)
+
+
+def _verdict(
+    spec, status, fields, events, stable_name, stable_ready, stable_done, step, canary_name
+):
+    """Phase and conditions from what the reconcile found, most urgent first."""
+    desired = fields["stable"]["replicas"] or 0
+    analysis = fields.get("analysis") or status.get("analysis") or {}
+    history = analysis.get("history") or []
+    last = history[-1] if history else None
+    if stable_ready == 0 and desired > 0:
+        served_before = ((status.get("stable") or {}).get("readyReplicas") or 0) > 0
+        if served_before:
+            phase, why = "Degraded", f"no ready model-server pod for {stable_name}: calls fail"
+        else:
+            phase, why = "Pending", f"waiting for a ready model-server pod for {stable_name}"
+        conditions = [
+            _not_ready("NoReadyReplicas", why),
+            _progressing(phase == "Pending", phase, why),
+        ]
+        return Assessment(phase, [accepted(), *conditions], fields, events)
+    if canary_name and fields.get("canary"):
+        phase, active, reason = "Progressing", True, "CanaryAnalysis"
+        why = f"{stable_name} serves; canary {canary_name}: {analysis.get('message') or 'starting'}"
+    elif not stable_done:
+        phase, active, reason = "Progressing", True, "RollingOut"
+        why = f"rolling out {stable_name} ({stable_ready}/{desired} ready)"
+    elif last and spec.canary and spec.canary.model_version == last["modelVersion"]:
+        # The canary spec names was judged; say what a person should commit.
+        phase, active, reason = "Ready", False, last["verdict"]
+        if last["verdict"] == "Promoted":
+            why = _commit_hint(stable_name)
+        else:
+            why = f"canary {last['modelVersion']} rolled back ({last.get('reason')})"
+            why += f"; {stable_name} serves"
+    else:
+        phase, active, reason = "Ready", False, "Serving"
+        why = f"{stable_name} serves with {stable_ready}/{desired} ready replicas"
+    conditions = [ConditionUpdate(READY, TRUE, reason, why), _progressing(active, reason, why)]
+    return Assessment(phase, [accepted(), *conditions], fields, events)
+
+
+def _commit_hint(promoted: str) -> str:
+    return f"promoted {promoted}: set spec.stable.modelVersion to {promoted} and remove spec.canary"
+
+
+def _apply_track(body, spec, track, model: ServedModel, replicas, settings) -> dict[str, Any]:
+    autoscaled = spec.autoscaling is not None and (track == "stable" or _exact(spec))
+    deployment = build_deployment(
+        body, spec, track, model, None if autoscaled else replicas, settings
+    )
+    applied = children.apply(deployment)
+    children.apply(build_service(body, track))
+    if autoscaled:
+        children.apply(build_autoscaler(body, spec, track))
+    return applied
+
+
+def _canary_exists(body) -> bool:
+    meta = body["metadata"]
+    name = track_name(meta["name"], "canary")
+    return children.get("apps/v1", "Deployment", meta["namespace"], name) is not None
+
+
+def _exact(spec: InferenceServiceSpec) -> bool:
+    # With the Service router the canary's share is its replica count, which an
+    # autoscaler would change; only exact (Gateway API) weights leave it free.
+    return bool(spec.traffic and spec.traffic.router == "gateway-api")
+
+
+def _remove_canary(body, spec) -> None:
+    meta = body["metadata"]
+    name = track_name(meta["name"], "canary")
+    for api_version, kind in (
+        ("autoscaling/v2", "HorizontalPodAutoscaler"),
+        ("apps/v1", "Deployment"),
+        ("v1", "Service"),
+    ):
+        children.delete(api_version, kind, meta["namespace"], name)
+    rollout.forget(meta["uid"])
+
+
+def _rollout_state(deployment: Mapping[str, Any]) -> tuple[int, bool]:
+    """(ready replicas, whether the Deployment's current template is fully rolled out)."""
+    status = deployment.get("status") or {}
+    desired = _desired(deployment)
+    ready = status.get("readyReplicas") or 0
+    current = (status.get("observedGeneration") or 0) >= deployment["metadata"].get("generation", 0)
+    done = (
+        current
+        and (status.get("updatedReplicas") or 0) >= desired
+        and (status.get("replicas") or 0) <= desired
+        and (status.get("availableReplicas") or 0) >= desired
+    )
+    return ready, done
+
+
+def _desired(deployment: Mapping[str, Any]) -> int:
+    replicas = (deployment.get("spec") or {}).get("replicas")
+    return 1 if replicas is None else replicas
+
+
+def _pod_urls(namespace: str, service: str, track: str) -> dict[str, str]:
+    pods = children.list_pods(namespace, selector(service, track))
+    urls = {}
+    for pod in pods:
+        ip = (pod.get("status") or {}).get("podIP")
+        ready = any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in (pod.get("status") or {}).get("conditions") or []
+        )
+        if ip and ready and not pod["metadata"].get("deletionTimestamp"):
+            urls[pod["metadata"]["name"]] = f"http://{ip}:{PORT}/metrics"
+    return urls
+
+
+def _served(resource: str, version: Mapping[str, Any]) -> ServedModel:
+    return ServedModel(resource, version["modelName"], str(version["registryVersion"]))
+
+
+def _progressing(active: bool, reason: str, message: str) -> ConditionUpdate:
+    return ConditionUpdate("Progressing", TRUE if active else FALSE, reason, message)
+
+
+def _not_ready(reason: str, message: str) -> ConditionUpdate:
+    return ConditionUpdate(READY, FALSE, reason, message)
+
+
 def reconcile_inference_service(
-    body: kopf.Body, patch: kopf.Patch, model_version_phases: kopf.Index, **_: Any
+    body: kopf.Body, patch: kopf.Patch, model_versions: kopf.Index, **_: Any
 ) -> None:
-    reconcile(INFERENCE_SERVICE, body, patch, lambda spec, b: assess(spec, b, model_version_phases))
+    reconcile(INFERENCE_SERVICE, body, patch, lambda spec, b: assess(spec, b, model_versions))
 
 
 register(INFERENCE_SERVICE, reconcile_inference_service)

@@ -1,0 +1,270 @@
+"""InferenceServices end to end: `flywheel serve` pods on the pod-runner node,
+loading models from the real MLflow registry, answering real requests, and a
+canary the operator promotes or rolls back from the pods' own metrics.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from kube_helpers import wait_for
+from kubernetes import client
+from serving_helpers import (
+    Traffic,
+    log_broken_model,
+    log_sklearn_model,
+    model_version,
+)
+from sklearn.linear_model import LogisticRegression
+from training_helpers import ready_condition, wait_model_phase
+
+pytestmark = pytest.mark.integration
+GROUP, VERSION = "mlops.flywheel.dev", "v1alpha1"
+
+
+@pytest.fixture(scope="session")
+def gateway_api(control_plane):
+    """The Gateway API's standard CRDs, from the pinned Go module."""
+    crds = subprocess.run(
+        ["bash", "tests/cluster/gateway_api.sh"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    control_plane.kubectl("apply", "--server-side", "-f", crds)
+    control_plane.kubectl("wait", "--for", "condition=Established", "--timeout=60s", "-f", crds)
+    return crds
+
+
+@pytest.fixture
+def models(operator, objects, namespace, mlflow_server, tmp_path, artifact_secret):
+    """Three servable ModelVersions of one registered model: iris-a and iris-b
+    (sound), iris-broken (fails every call)."""
+    model = f"iris-{namespace}"
+    logged = {
+        "iris-a": log_sklearn_model(
+            mlflow_server.tracking_uri, namespace, LogisticRegression(max_iter=300)
+        ),
+        "iris-b": log_sklearn_model(
+            mlflow_server.tracking_uri, namespace, LogisticRegression(C=0.05, max_iter=300)
+        ),
+        "iris-broken": log_broken_model(mlflow_server.tracking_uri, namespace, tmp_path),
+    }
+    versions = {}
+    for name, (run_id, uri) in logged.items():
+        objects.create(namespace, model_version(name, model, run_id, uri))
+    for name in logged:
+        versions[name] = wait_model_phase(objects, namespace, name, "Servable")
+    return model, versions
+
+
+def service(name, stable, canary=None, **spec):
+    body = {
+        "kind": "InferenceService",
+        "metadata": {"name": name},
+        "spec": {"stable": {"modelVersion": stable}, **spec},
+    }
+    if canary:
+        body["spec"]["canary"] = canary
+    return body
+
+
+def analysis(**overrides):
+    return {
+        "interval": "4s",
+        "stepPercent": 50,
+        "maxPercent": 50,
+        "checksPerStep": 1,
+        "failureLimit": 2,
+        "thresholds": {"maxErrorRate": 0.05},
+        **overrides,
+    }
+
+
+def status_of(objects, namespace, name):
+    return objects.get(namespace, "InferenceService", name).get("status") or {}
+
+
+def wait_phase(objects, namespace, name, phase, reason=None, timeout=180):
+    def reached():
+        status = status_of(objects, namespace, name)
+        ok = status.get("phase") == phase
+        if reason:
+            ok = ok and ready_condition(status).get("reason") == reason
+        return status if ok else None
+
+    try:
+        return wait_for(reached, timeout=timeout, what=f"{name} {phase} {reason or ''}")
+    except BaseException:
+        print("InferenceService status:", status_of(objects, namespace, name))
+        raise
+
+
+def env_of(deployment) -> dict[str, str]:
+    container = deployment.spec.template.spec.containers[0]
+    return {e.name: e.value for e in container.env if e.value is not None}
+
+
+def events_of(kube_api, namespace, name):
+    items = client.CoreV1Api(kube_api).list_namespaced_event(namespace).items
+    return [(e.type, e.reason, e.message) for e in items if e.involved_object.name == name]
+
+
+def test_serves_stable_with_tracks_services_and_security(
+    operator, objects, namespace, models, kube_api, mlflow_server
+):
+    model, versions = models
+    objects.create(namespace, service("iris", "iris-a", replicas=2))
+    status = wait_phase(objects, namespace, "iris", "Ready")
+    assert status["servingModelVersion"] == "iris-a"
+    assert status["stable"] == {"modelVersion": "iris-a", "replicas": 2, "readyReplicas": 2}
+    assert status["url"] == f"http://iris.{namespace}.svc.cluster.local"
+
+    apps, core = client.AppsV1Api(kube_api), client.CoreV1Api(kube_api)
+    owner = objects.get(namespace, "InferenceService", "iris")["metadata"]["uid"]
+    stable = apps.read_namespaced_deployment("iris-stable", namespace)
+    assert stable.metadata.owner_references[0].uid == owner
+    assert stable.spec.strategy.rolling_update.max_unavailable == 0
+    env = env_of(stable)
+    assert env["FLYWHEEL_MODEL_URI"] == f"models:/{model}/{versions['iris-a']['registryVersion']}"
+    assert env["FLYWHEEL_TRACK"] == "stable"
+    pod_spec = stable.spec.template.spec
+    assert pod_spec.security_context.run_as_non_root is True
+    assert pod_spec.containers[0].security_context.allow_privilege_escalation is False
+    assert pod_spec.containers[0].readiness_probe.http_get.path == "/v2/health/ready"
+    umbrella = core.read_namespaced_service("iris", namespace)
+    assert umbrella.spec.selector == {f"{GROUP}/inferenceservice": "iris"}
+    track = core.read_namespaced_service("iris-stable", namespace)
+    assert track.spec.selector[f"{GROUP}/track"] == "stable"
+    assert (
+        mlflow_server.client().get_model_version_by_alias(model, "production").version
+        == (versions["iris-a"]["registryVersion"])
+    )
+
+    # Real requests through the Service's endpoints are answered by the model.
+    with Traffic(kube_api, namespace, "iris") as traffic:
+        wait_for(lambda: traffic.codes[200] >= 20, timeout=60, what="20 answers")
+    assert set(traffic.codes) == {200}, traffic.codes
+
+    # Changing spec.stable rolls the stable Deployment, never below 2 ready.
+    objects.patch(
+        namespace, "InferenceService", "iris", {"spec": {"stable": {"modelVersion": "iris-b"}}}
+    )
+    lowest = 2
+
+    def rolled():
+        nonlocal lowest
+        deployment = apps.read_namespaced_deployment("iris-stable", namespace)
+        lowest = min(lowest, deployment.status.ready_replicas or 0)
+        status = status_of(objects, namespace, "iris")
+        done = (
+            env_of(deployment)["FLYWHEEL_MODEL_VERSION"] == "iris-b"
+            and status.get("phase") == "Ready"
+        )
+        return status if done and status["stable"]["modelVersion"] == "iris-b" else None
+
+    wait_for(rolled, timeout=180, every=0.5, what="the stable rollout to iris-b")
+    assert lowest >= 2
+
+
+def test_healthy_canary_moves_step_by_step_and_is_promoted(
+    operator, objects, namespace, models, kube_api, mlflow_server, gateway_api
+):
+    model, versions = models
+    canary = {"modelVersion": "iris-b", "analysis": analysis(stepPercent=25, maxPercent=50)}
+    traffic_spec = {"router": "gateway-api", "gatewayRef": {"name": "public"}}
+    objects.create(namespace, service("iris", "iris-a", canary, traffic=traffic_spec))
+    custom = client.CustomObjectsApi(kube_api)
+    seen = []
+
+    def promoted():
+        try:
+            route = custom.get_namespaced_custom_object(
+                "gateway.networking.k8s.io", "v1", namespace, "httproutes", "iris"
+            )
+            weights = tuple(ref["weight"] for ref in route["spec"]["rules"][0]["backendRefs"])
+            if not seen or seen[-1] != weights:
+                seen.append(weights)
+        except client.ApiException:
+            pass
+        status = status_of(objects, namespace, "iris")
+        return status if status.get("servingModelVersion") == "iris-b" else None
+
+    with Traffic(kube_api, namespace, "iris", router="gateway-api"):
+        status = wait_for(promoted, timeout=300, every=0.5, what="the canary's promotion")
+    assert (75, 25) in seen and (50, 50) in seen, seen
+    assert seen.index((75, 25)) < seen.index((50, 50))
+    verdict = status["analysis"]["history"][-1]
+    assert (verdict["modelVersion"], verdict["verdict"], verdict["replaced"]) == (
+        "iris-b",
+        "Promoted",
+        "iris-a",
+    )
+    assert "promoting" in verdict["reason"]
+
+    status = wait_phase(objects, namespace, "iris", "Ready", reason="Promoted")
+    assert "set spec.stable.modelVersion to iris-b" in ready_condition(status)["message"]
+    assert status["traffic"] == {"stable": 100, "canary": 0}
+    apps = client.AppsV1Api(kube_api)
+    assert (
+        env_of(apps.read_namespaced_deployment("iris-stable", namespace))["FLYWHEEL_MODEL_VERSION"]
+        == "iris-b"
+    )
+    wait_for(
+        lambda: (
+            not apps.list_namespaced_deployment(
+                namespace, field_selector="metadata.name=iris-canary"
+            ).items
+        ),
+        timeout=60,
+        what="the canary Deployment to go",
+    )
+    alias = mlflow_server.client().get_model_version_by_alias(model, "production")
+    assert alias.version == versions["iris-b"]["registryVersion"]
+    reasons = [reason for _, reason, _ in events_of(kube_api, namespace, "iris")]
+    assert "CanaryAdvanced" in reasons and "Promoted" in reasons
+
+    # The GitOps commit the status asked for changes nothing that serves.
+    objects.patch(
+        namespace,
+        "InferenceService",
+        "iris",
+        {"spec": {"stable": {"modelVersion": "iris-b"}, "canary": None}},
+    )
+    status = wait_phase(objects, namespace, "iris", "Ready", reason="Serving")
+    assert status["servingModelVersion"] == "iris-b"
+
+
+def test_failing_canary_is_rolled_back_without_a_person(
+    operator, objects, namespace, models, kube_api, mlflow_server
+):
+    model, versions = models
+    canary = {"modelVersion": "iris-broken", "analysis": analysis()}
+    objects.create(namespace, service("iris", "iris-a", canary))
+    with Traffic(kube_api, namespace, "iris") as traffic:
+        status = wait_phase(objects, namespace, "iris", "Ready", reason="RolledBack", timeout=300)
+    assert traffic.codes[500] > 0 and traffic.codes[200] > 0, traffic.codes
+    verdict = status["analysis"]["history"][-1]
+    assert (verdict["modelVersion"], verdict["verdict"]) == ("iris-broken", "RolledBack")
+    assert "error rate" in verdict["reason"] and "maxErrorRate" in verdict["reason"]
+    assert status["servingModelVersion"] == "iris-a"
+    apps = client.AppsV1Api(kube_api)
+    wait_for(
+        lambda: (
+            not apps.list_namespaced_deployment(
+                namespace, field_selector="metadata.name=iris-canary"
+            ).items
+        ),
+        timeout=60,
+        what="the canary Deployment to go",
+    )
+    assert (
+        env_of(apps.read_namespaced_deployment("iris-stable", namespace))["FLYWHEEL_MODEL_VERSION"]
+        == "iris-a"
+    )
+    alias = mlflow_server.client().get_model_version_by_alias(model, "production")
+    assert alias.version == versions["iris-a"]["registryVersion"]
+    warnings = [
+        (reason, message)
+        for kind, reason, message in events_of(kube_api, namespace, "iris")
+        if kind == "Warning"
+    ]
+    assert any(reason == "RolledBack" and "iris-broken" in message for reason, message in warnings)

@@ -1,0 +1,129 @@
+"""The children of an InferenceService, and which ModelVersion serves as stable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from golden import assert_golden
+
+from flywheel.api.inferenceservice import InferenceServiceSpec
+from flywheel.builders.serving import (
+    ServedModel,
+    build_autoscaler,
+    build_deployment,
+    build_http_route,
+    build_service,
+    inference_log_uri,
+)
+from flywheel.controllers.inferenceservices import judged, serving_stable
+from flywheel.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = yaml.safe_load((ROOT / "manifests" / "samples" / "inferenceservice.yaml").read_text())
+SETTINGS = Settings(
+    image="flywheel:test", s3_endpoint="http://s3:7070", mlflow_tracking_uri="http://mlflow:5000"
+)
+MODEL = ServedModel("iris-v1", "iris", "3")
+
+
+def body(spec):
+    return {
+        "apiVersion": "mlops.flywheel.dev/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": "iris", "namespace": "team-a", "uid": "u-4"},
+        "spec": spec,
+    }
+
+
+def test_stable_deployment_matches_golden():
+    spec = InferenceServiceSpec.model_validate(SAMPLE["spec"])
+    deployment = build_deployment(body(SAMPLE["spec"]), spec, "stable", MODEL, 2, SETTINGS)
+    assert_golden("serving-deployment.yaml", deployment)
+
+
+def test_deployment_pins_the_model_and_keeps_capacity_while_rolling():
+    spec = InferenceServiceSpec.model_validate(SAMPLE["spec"])
+    deployment = build_deployment(body(SAMPLE["spec"]), spec, "canary", MODEL, 1, SETTINGS)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["FLYWHEEL_MODEL_URI"] == "models:/iris/3"
+    assert env["FLYWHEEL_MODEL_VERSION"] == "iris-v1" and env["FLYWHEEL_TRACK"] == "canary"
+    assert env["FLYWHEEL_INFERENCE_LOG_URI"] == (
+        "s3://flywheel-artifacts/inference-logs/team-a/iris/iris-v1"
+    )
+    secrets = [e for e in container["env"] if "valueFrom" in e]
+    assert {e["name"] for e in secrets} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert deployment["metadata"]["ownerReferences"][0]["uid"] == "u-4"
+
+
+def test_autoscaled_deployment_leaves_replicas_to_the_hpa():
+    raw = {"stable": {"modelVersion": "a"}, "autoscaling": {"maxReplicas": 5}}
+    spec = InferenceServiceSpec.model_validate(raw)
+    assert (
+        "replicas" not in build_deployment(body(raw), spec, "stable", MODEL, None, SETTINGS)["spec"]
+    )
+    hpa = build_autoscaler(body(raw), spec, "stable")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "iris-stable"
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 5)
+
+
+def test_services_select_one_track_or_both():
+    umbrella, canary = build_service(body({}), None), build_service(body({}), "canary")
+    assert umbrella["metadata"]["name"] == "iris"
+    assert umbrella["spec"]["selector"] == {"mlops.flywheel.dev/inferenceservice": "iris"}
+    assert canary["metadata"]["name"] == "iris-canary"
+    assert canary["spec"]["selector"]["mlops.flywheel.dev/track"] == "canary"
+
+
+def test_http_route_carries_exact_weights():
+    raw = {
+        "stable": {"modelVersion": "a"},
+        "traffic": {"router": "gateway-api", "gatewayRef": {"name": "public", "namespace": "gw"}},
+    }
+    spec = InferenceServiceSpec.model_validate(raw)
+    route = build_http_route(body(raw), spec, 70, 30)
+    backends = route["spec"]["rules"][0]["backendRefs"]
+    assert [(b["name"], b["weight"]) for b in backends] == [
+        ("iris-stable", 70),
+        ("iris-canary", 30),
+    ]
+    assert route["spec"]["parentRefs"][0] == {
+        "group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "public", "namespace": "gw"
+    }  # fmt: skip
+    only_stable = build_http_route(body(raw), spec, 100, 0)["spec"]["rules"][0]["backendRefs"]
+    assert [b["name"] for b in only_stable] == ["iris-stable"]
+
+
+def test_inference_logging_off_or_elsewhere():
+    off = InferenceServiceSpec.model_validate(
+        {"stable": {"modelVersion": "a"}, "logging": {"enabled": False}}
+    )
+    assert inference_log_uri(off, SETTINGS, "ns", "svc", "a") is None
+    elsewhere = InferenceServiceSpec.model_validate(
+        {"stable": {"modelVersion": "a"}, "logging": {"destination": "s3://logs/x/"}}
+    )
+    assert inference_log_uri(elsewhere, SETTINGS, "ns", "svc", "a") == "s3://logs/x/ns/svc/a"
+
+
+def promoted(model_version, replaced):
+    return {"modelVersion": model_version, "verdict": "Promoted", "replaced": replaced}
+
+
+def test_promoted_canary_serves_until_spec_stable_changes():
+    spec = InferenceServiceSpec.model_validate(
+        {"stable": {"modelVersion": "a"}, "canary": {"modelVersion": "b"}}
+    )
+    assert serving_stable(spec, {}) == "a"
+    status = {"analysis": {"history": [promoted("b", "a")]}}
+    assert serving_stable(spec, status) == "b"  # spec still says a: the promotion holds
+    assert judged(status, "b")["verdict"] == "Promoted"
+    moved = InferenceServiceSpec.model_validate({"stable": {"modelVersion": "c"}})
+    assert serving_stable(moved, status) == "c"  # a new commit wins
+    assert (
+        judged({"analysis": {"history": [{"modelVersion": "x", "verdict": "RolledBack"}]}}, "b")
+        is None
+    )
