@@ -268,3 +268,26 @@ def test_failing_canary_is_rolled_back_without_a_person(
         if kind == "Warning"
     ]
     assert any(reason == "RolledBack" and "iris-broken" in message for reason, message in warnings)
+
+
+def test_autoscaling_gives_each_track_an_hpa(operator, objects, namespace, models, kube_api):
+    autoscaling = {"minReplicas": 1, "maxReplicas": 3, "targetCpuUtilization": 60}
+    objects.create(namespace, service("iris", "iris-a", autoscaling=autoscaling))
+    wait_phase(objects, namespace, "iris", "Ready")
+    hpa = client.AutoscalingV2Api(kube_api).read_namespaced_horizontal_pod_autoscaler(
+        "iris-stable", namespace
+    )
+    assert hpa.spec.scale_target_ref.name == "iris-stable"
+    assert (hpa.spec.min_replicas, hpa.spec.max_replicas) == (1, 3)
+    assert hpa.spec.metrics[0].resource.target.average_utilization == 60
+    # The Deployment's replica count is the HPA's to set: the operator leaves it alone.
+    apps = client.AppsV1Api(kube_api)
+    apps.patch_namespaced_deployment_scale("iris-stable", namespace, {"spec": {"replicas": 2}})
+    wait_for(
+        lambda: (
+            (status_of(objects, namespace, "iris").get("stable") or {}).get("readyReplicas") == 2
+        ),
+        timeout=120,
+        what="two ready stable replicas",
+    )
+    assert apps.read_namespaced_deployment("iris-stable", namespace).spec.replicas == 2
