@@ -90,7 +90,7 @@ def model_version(name: str, model: str, run_id: str, uri: str) -> dict:
 class Traffic:
     """Client load on an InferenceService, routed as its router would route it."""
 
-    def __init__(self, kube_api, namespace: str, service: str, router: str = "service"):
+    def __init__(self, kube_api, namespace: str, service: str, router: str = "service", rows=None):
         self.core = client.CoreV1Api(kube_api)
         self.discovery = client.DiscoveryV1Api(kube_api)
         self.custom = client.CustomObjectsApi(kube_api)
@@ -98,7 +98,7 @@ class Traffic:
         self.codes: Counter[int] = Counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self._rows = iris_frame()[0].head(2)
+        self._rows = iris_frame()[0].head(2) if rows is None else rows
 
     def __enter__(self) -> Traffic:
         self._thread.start()
@@ -130,9 +130,14 @@ class Traffic:
         return [(ref.get("weight", 1), self.endpoints(ref["name"])) for ref in refs]
 
     def _run(self) -> None:
-        body = json.dumps(
-            {"dataframe_split": json.loads(self._rows.to_json(orient="split", index=False))}
-        ).encode()
+        # Requests of 2 rows each, cycling through the rows given.
+        bodies = [
+            json.dumps(
+                {"dataframe_split": json.loads(chunk.to_json(orient="split", index=False))}
+            ).encode()
+            for chunk in (self._rows.iloc[i : i + 2] for i in range(0, len(self._rows), 2))
+        ]
+        sent = 0
         backends, refreshed = [], 0.0
         while not self._stop.is_set():
             if time.monotonic() - refreshed > 1:
@@ -146,7 +151,8 @@ class Traffic:
                 continue
             weights = [weight for weight, _ in backends]
             _, addresses = random.choices(backends, weights=weights)[0]
-            self._post(random.choice(addresses), body)
+            self._post(random.choice(addresses), bodies[sent % len(bodies)])
+            sent += 1
             time.sleep(0.03)
 
     def _post(self, address: str, body: bytes) -> None:

@@ -161,6 +161,10 @@ class InferenceLogging(Model):
         pattern=r"^(s3://[^/]+(/.*)?|file:///.+)$",
         description="Where Parquet logs go; defaults to the operator's artifact store.",
     )
+    flush_interval: Duration = Field(
+        default="1m",
+        description="Longest time a logged row waits in memory before it is written.",
+    )
 
 
 class DriftReference(Model):
@@ -213,6 +217,10 @@ class Retrain(Model):
     auto_deploy: Literal["canary", "none"] = Field(
         default="canary",
         description="canary: a retrained model that passes its gates becomes the canary.",
+    )
+    analysis: Analysis | None = Field(
+        default=None,
+        description="Canary analysis of a retrained model; default: spec.canary's, else the defaults.",
     )
 
 
@@ -318,6 +326,8 @@ class DriftStatus(StatusModel):
     features: list[DriftedFeature] | None = Field(default=None, description="Per-column results.")
     report_uri: str | None = Field(default=None, description="Where the Evidently report is.")
     consecutive_detections: int | None = Field(default=None, description="Drift verdicts in a row.")
+    job: str | None = Field(default=None, description="The Job of the last check read.")
+    message: str | None = Field(default=None, description="The last check, in words.")
 
 
 class RetrainStatus(StatusModel):
@@ -325,6 +335,13 @@ class RetrainStatus(StatusModel):
     in_flight: list[str] | None = Field(default=None, description="Running retraining runs.")
     last: str | None = Field(default=None, description="Most recent retraining TrainingRun.")
     last_time: datetime | None = Field(default=None, description="When it was started.")
+    last_detection: str | None = Field(
+        default=None, description="The drift check (its Job) that the last decision answered."
+    )
+    candidate: str | None = Field(
+        default=None, description="ModelVersion from a retrain, deployed as the canary."
+    )
+    message: str | None = Field(default=None, description="The last decision, in words.")
 
 
 class InferenceServiceStatus(ResourceStatus):

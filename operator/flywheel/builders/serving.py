@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..api.common import GROUP
-from ..api.inferenceservice import InferenceServiceSpec
+from ..api.common import GROUP, parse_duration
+from ..api.inferenceservice import InferenceLogging, InferenceServiceSpec
 from ..settings import Settings
 from .common import (
     RESTRICTED_CONTAINER_SECURITY,
@@ -98,10 +98,12 @@ def build_deployment(
     ]
     log_uri = inference_log_uri(spec, settings, namespace, service, model.resource)
     if log_uri:
-        rate = spec.logging.sample_rate if spec.logging else 1.0
+        logging = spec.logging or InferenceLogging()
+        flush = parse_duration(logging.flush_interval).total_seconds()
         env += [
             _value("FLYWHEEL_INFERENCE_LOG_URI", log_uri),
-            _value("FLYWHEEL_INFERENCE_LOG_SAMPLE_RATE", f"{rate:g}"),
+            _value("FLYWHEEL_INFERENCE_LOG_SAMPLE_RATE", f"{logging.sample_rate:g}"),
+            _value("FLYWHEEL_INFERENCE_LOG_FLUSH_SECONDS", f"{max(flush, 1):g}"),
         ]
         if settings.s3_endpoint:
             env.append(_value("FLYWHEEL_S3_ENDPOINT", settings.s3_endpoint))

@@ -29,6 +29,10 @@ def model_versions(
             "servable": bool(status.get("servable")),
             "modelName": spec.get("modelName"),
             "registryVersion": status.get("registryVersion"),
+            # Lineage: what a drift check compares with, what a retrain clones.
+            "trainingRun": (spec.get("source") or {}).get("trainingRun"),
+            "dataset": (spec.get("lineage") or {}).get("dataset"),
+            "datasetVersion": (spec.get("lineage") or {}).get("datasetVersion"),
         }
     }
 
@@ -60,5 +64,10 @@ def training_runs(namespace: str, name: str, status: Mapping[str, Any], **_: Any
             "phase": status.get("phase"),
             "mlflowRunId": status.get("mlflowRunId"),
             "gates": status.get("gates"),
+            "modelVersion": status.get("modelVersion"),
+            "reason": next(
+                (c.get("reason") for c in status.get("conditions") or [] if c["type"] == "Ready"),
+                None,
+            ),
         }
     }

@@ -33,6 +33,7 @@ from ..settings import Settings
 from . import rollout
 from .handlers import register
 from .indexes import lookup
+from .monitoring import auto_canary, monitor
 from .reconcile import READY, Assessment, accepted, reconcile
 from .refs import Missing, missing_reference
 
@@ -60,6 +61,8 @@ def assess(
     spec: InferenceServiceSpec,
     body: Mapping[str, Any],
     versions: kopf.Index,
+    datasets: kopf.Index,
+    runs: kopf.Index,
     settings: Settings = SETTINGS,
     now: datetime | None = None,
 ) -> Assessment:
@@ -72,14 +75,9 @@ def assess(
         return missing_reference(
             Missing("spec.stable.modelVersion", "ModelVersion", stable_name), namespace
         )
-    canary_name = spec.canary.model_version if spec.canary else None
-    if canary_name and judged(status, canary_name):
-        canary_name = None  # promoted or rolled back already
-    canary = lookup(versions, namespace, canary_name) if canary_name else None
-    if canary_name and canary is None:
-        return missing_reference(
-            Missing("spec.canary.modelVersion", "ModelVersion", canary_name), namespace
-        )
+    if spec.canary and lookup(versions, namespace, spec.canary.model_version) is None:
+        missing = Missing("spec.canary.modelVersion", "ModelVersion", spec.canary.model_version)
+        return missing_reference(missing, namespace)
     if not stable["servable"] or not stable.get("registryVersion"):
         why = f"ModelVersion {stable_name!r} is {stable['phase'] or 'new'}, not Servable yet"
         return Assessment("Pending", [accepted(), _not_ready("ModelNotServable", why)])
@@ -116,12 +114,21 @@ def assess(
         )
     fields["servingModelVersion"] = stable_name
 
+    loop = monitor(body, spec, status, stable, datasets, runs, settings, now)
+    fields.update(loop.fields)
+    events += loop.events
+    # The canary: spec.canary's, else a retrained model; never one already judged.
+    proposed, analysis_spec = auto_canary(spec, {**status, **loop.fields})
+    canary_name = None if proposed and judged(status, proposed) else proposed
+    canary = lookup(versions, namespace, canary_name) if canary_name else None
+
     step = None
     weight = 0
     if canary_name and canary is not None and canary["servable"] and canary.get("registryVersion"):
         step, weight, canary_fields = _run_canary(
-            body, spec, status, canary_name, canary, stable_replicas, router, settings, now
-        )
+            body, spec, status, canary_name, canary, analysis_spec, stable_replicas, router,
+            settings, now,
+        )  # fmt: skip
         fields.update(canary_fields)
         if step.event:
             events.append(step.event)
@@ -151,11 +158,13 @@ def assess(
         }
     )
     return _verdict(
-        spec, status, fields, events, stable_name, stable_ready, stable_done, step, canary_name
+        proposed, status, fields, events, stable_name, stable_ready, stable_done, canary_name
     )
 
 
-def _run_canary(body, spec, status, canary_name, canary, stable_replicas, router, settings, now):
+def _run_canary(
+    body, spec, status, canary_name, canary, analysis_spec, stable_replicas, router, settings, now
+):
     meta = body["metadata"]
     deployment = children.get(
         "apps/v1", "Deployment", meta["namespace"], track_name(meta["name"], "canary")
@@ -163,7 +172,7 @@ def _run_canary(body, spec, status, canary_name, canary, stable_replicas, router
     ready, done = _rollout_state(deployment) if deployment else (0, False)
     pods = _pod_urls(meta["namespace"], meta["name"], "canary")
     step = rollout.analyse(
-        meta["uid"], meta["namespace"], canary_name, spec.canary.analysis, status,
+        meta["uid"], meta["namespace"], canary_name, analysis_spec, status,
         canary_ready=done and ready > 0, pod_urls=pods, now=now,
     )  # fmt: skip
     split = plan_split(router, step.weight, stable_replicas)
@@ -217,9 +226,7 @@ def _promoted(body, spec, status, fields, events, canary_name, canary, settings)
     return Assessment("Progressing", [accepted(), ready_condition, progressing], fields, events)
 
 
-def _verdict(
-    spec, status, fields, events, stable_name, stable_ready, stable_done, step, canary_name
-):
+def _verdict(proposed, status, fields, events, stable_name, stable_ready, stable_done, canary_name):
     """Phase and conditions from what the reconcile found, most urgent first."""
     desired = fields["stable"]["replicas"] or 0
     analysis = fields.get("analysis") or status.get("analysis") or {}
@@ -242,7 +249,7 @@ def _verdict(
     elif not stable_done:
         phase, active, reason = "Progressing", True, "RollingOut"
         why = f"rolling out {stable_name} ({stable_ready}/{desired} ready)"
-    elif last and spec.canary and spec.canary.model_version == last["modelVersion"]:
+    elif last and proposed == last["modelVersion"]:
         # The canary spec names was judged; say what a person should commit.
         phase, active, reason = "Ready", False, last["verdict"]
         if last["verdict"] == "Promoted":
@@ -344,9 +351,19 @@ def _not_ready(reason: str, message: str) -> ConditionUpdate:
 
 
 def reconcile_inference_service(
-    body: kopf.Body, patch: kopf.Patch, model_versions: kopf.Index, **_: Any
+    body: kopf.Body,
+    patch: kopf.Patch,
+    model_versions: kopf.Index,
+    dataset_snapshots: kopf.Index,
+    training_runs: kopf.Index,
+    **_: Any,
 ) -> None:
-    reconcile(INFERENCE_SERVICE, body, patch, lambda spec, b: assess(spec, b, model_versions))
+    reconcile(
+        INFERENCE_SERVICE,
+        body,
+        patch,
+        lambda spec, b: assess(spec, b, model_versions, dataset_snapshots, training_runs),
+    )
 
 
 register(INFERENCE_SERVICE, reconcile_inference_service)

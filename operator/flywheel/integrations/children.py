@@ -11,7 +11,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from .kube import FIELD_MANAGER, _plain, api
+from .kube import FIELD_MANAGER, api
 
 # apiVersion/kind -> the collection's path segment.
 _PLURALS = {
@@ -21,6 +21,8 @@ _PLURALS = {
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproutes",
     ("discovery.k8s.io/v1", "EndpointSlice"): "endpointslices",
+    ("batch/v1", "CronJob"): "cronjobs",
+    ("batch/v1", "Job"): "jobs",
 }
 
 
@@ -74,10 +76,16 @@ def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any
         raise
 
 
-def list_pods(namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+def list_objects(
+    api_version: str, kind: str, namespace: str, labels: dict[str, str]
+) -> list[dict[str, Any]]:
     selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-    found = _call("GET", _path("v1", "Pod", namespace), query=[("labelSelector", selector)])
-    return [_plain(item) if not isinstance(item, dict) else item for item in found["items"]]
+    path = _path(api_version, kind, namespace)
+    return list(_call("GET", path, query=[("labelSelector", selector)])["items"])
+
+
+def list_pods(namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+    return list_objects("v1", "Pod", namespace, labels)
 
 
 def api_available(group_version: str) -> bool:
