@@ -9,6 +9,7 @@ import click
 
 from . import __version__
 from .serving.command import serve_command
+from .workloads.drift import drift_check_command
 from .workloads.snapshot import dataset_snapshot_command
 from .workloads.train import train_command
 
@@ -105,6 +106,7 @@ def crds(out_dirs: tuple[Path, ...], check: bool) -> None:
 main.add_command(dataset_snapshot_command)
 main.add_command(train_command)
 main.add_command(serve_command)
+main.add_command(drift_check_command)
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,135 @@
+"""Evidently's drift tests on small synthetic frames: per-column scores and
+flags, the share of drifted columns against the threshold, the statistical
+test and its threshold set by the user, and tests that cannot apply."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flywheel.workloads.drift_errors import DriftError
+from flywheel.workloads.drift_report import (
+    check_stat_test,
+    finite,
+    read_results,
+    run_drift,
+    stat_tests,
+    verdict,
+)
+
+KINDS = {"a": "num", "b": "num", "c": "num", "d": "cat"}
+
+
+def frames(shift: dict[str, float], rows: int = 600, seed: int = 0):
+    rng = np.random.default_rng(seed)
+
+    def frame(moved: bool) -> pd.DataFrame:
+        data = {n: rng.normal(size=rows) + (shift.get(n, 0) if moved else 0) for n in "abc"}
+        # The same counts on both sides: a categorical column that cannot drift.
+        data["d"] = rng.permutation(np.resize(["x", "y", "z"], rows)).astype(object)
+        return pd.DataFrame(data)
+
+    return frame(False), frame(True)
+
+
+@pytest.fixture(scope="module")
+def half_drifted():
+    reference, current = frames({"a": 3.0, "b": 2.0})
+    return run_drift(reference, current, KINDS, drift_share=0.5)
+
+
+def test_verdict_is_share_at_or_above_threshold():
+    assert verdict(0.5, 0.5) == "Drift"
+    assert verdict(0.49, 0.5) == "NoDrift"
+    assert verdict(1.0, 1.0) == "Drift"
+    assert verdict(0.0, 0.1) == "NoDrift"
+
+
+def test_shifted_columns_drift_and_the_share_counts_them(half_drifted):
+    by_name = {f.name: f for f in half_drifted.features}
+    assert [f.name for f in half_drifted.features] == list(KINDS)
+    assert {n for n, f in by_name.items() if f.drifted} == {"a", "b"}
+    assert half_drifted.share == 0.5 and half_drifted.drifted == 2
+    assert verdict(half_drifted.share, 0.5) == "Drift"
+    assert verdict(half_drifted.share, 0.75) == "NoDrift"
+    # Evidently chose the tests: K-S p-values for numbers, a categorical test for "d".
+    assert by_name["a"].method == "K-S p_value" and by_name["a"].score < 0.05
+    assert by_name["c"].score > 0.05 and by_name["c"].threshold == 0.05
+    assert by_name["d"].method and "K-S" not in by_name["d"].method
+
+
+def test_the_report_is_html_and_the_snapshot_is_json(half_drifted):
+    assert half_drifted.html.lstrip().lower().startswith(b"<!doctype html") or (
+        b"<html" in half_drifted.html[:2000].lower()
+    )
+    json.dumps(half_drifted.report, allow_nan=True)  # plain JSON types
+    assert any("DriftedColumnsCount" in m["config"]["type"] for m in half_drifted.report["metrics"])
+
+
+def test_unshifted_data_does_not_drift():
+    reference, current = frames({}, seed=3)
+    outcome = run_drift(reference, current, KINDS, drift_share=0.5)
+    assert outcome.share < 0.5 and verdict(outcome.share, 0.5) == "NoDrift"
+
+
+def test_a_chosen_test_and_threshold_apply_to_every_column():
+    reference, current = frames({"a": 0.3})
+    strict = run_drift(reference, current, KINDS, method="psi", stat_threshold=0.01)
+    lenient = run_drift(reference, current, KINDS, method="psi", stat_threshold=5.0)
+    assert {f.method for f in strict.features} == {"psi"}
+    assert {f.threshold for f in strict.features} == {0.01}
+    assert [f.score for f in strict.features] == [f.score for f in lenient.features]
+    assert next(f for f in strict.features if f.name == "a").drifted  # psi is a distance
+    assert not any(f.drifted for f in lenient.features) and lenient.share == 0.0
+
+
+def test_distance_tests_on_numbers_only():
+    reference, current = frames({"a": 2.0}, rows=5000)  # the default threshold 0.1 is near noise
+    kinds = {"a": "num", "b": "num"}
+    outcome = run_drift(reference, current, kinds, method="wasserstein", drift_share=0.5)
+    assert [(f.name, f.method, f.drifted) for f in outcome.features] == [
+        ("a", "wasserstein", True),
+        ("b", "wasserstein", False),
+    ]
+    assert verdict(outcome.share, 0.5) == "Drift"
+
+
+def test_unknown_or_misfit_tests_fail_before_reading():
+    assert {"psi", "ks", "wasserstein", "jensenshannon", "chisquare"} <= set(stat_tests())
+    check_stat_test(None, KINDS)
+    check_stat_test("psi", KINDS)
+    with pytest.raises(DriftError) as raised:
+        check_stat_test("kolmogorov", KINDS)
+    assert raised.value.reason == "UnknownStatTest" and "ks" in raised.value.message
+    with pytest.raises(DriftError) as raised:
+        check_stat_test("wasserstein", KINDS)
+    assert raised.value.reason == "UnknownStatTest"
+    assert "numerical columns only; not to d (categorical)" in raised.value.message
+
+
+def test_results_without_numbers_are_null():
+    document = {
+        "metrics": [
+            {
+                "config": {
+                    "type": "x:ValueDrift",
+                    "column": "a",
+                    "method": "ks",
+                    "threshold": 0.05,
+                },
+                "value": float("nan"),
+            },
+            {"config": {"type": "x:DriftedColumnsCount"}, "value": {"count": 0, "share": 0.0}},
+        ],
+        "tests": [],
+    }
+    results, share, count = read_results(document, ["a", "b"])
+    assert [(r.name, r.score, r.drifted, r.method) for r in results] == [
+        ("a", None, False, "ks"),
+        ("b", None, False, None),
+    ]
+    assert (share, count) == (0.0, 0)
+    assert finite("inf") is None and finite(None) is None and finite(np.float64(0.25)) == 0.25
