@@ -175,6 +175,10 @@ def _follow_retrains(namespace, spec, retrain: dict[str, Any], runs, loop: Loop)
     still = []
     for name in retrain["inFlight"]:
         run = lookup(runs, namespace, name)
+        if run is None:
+            # Just created runs reach the index a moment later: ask the API.
+            found = kube.get_custom(namespace, "trainingruns", name)
+            run = None if found is None else {"phase": (found.get("status") or {}).get("phase")}
         if run is not None and run.get("phase") not in FINISHED:
             still.append(name)
             continue
