@@ -38,7 +38,6 @@ import logging
 import math
 import os
 import re
-import sys
 import traceback
 import urllib.parse
 from collections.abc import Mapping
@@ -53,8 +52,7 @@ from .drift_errors import DRIFT_EXIT_CODES, DriftError, from_storage
 from .errors import WorkloadError
 from .snapshot import configure_logging, failed
 from .storage import s3_client, s3_message, s3_reason, split_s3_uri, write_object
-from .termination import DEFAULT_PATH, render_termination, secret_values
-from .termination import write_termination as write_termination_file
+from .termination import DEFAULT_PATH, render_termination, report_and_exit, secret_values
 
 log = logging.getLogger("flywheel.drift")
 
@@ -599,9 +597,4 @@ def drift_check_command(termination_log: str) -> None:
     use_system_allocator()
     message, code = run_drift_check(os.environ)
     text = render(message, secrets)
-    try:
-        write_termination_file(text, termination_log)
-    except OSError as exc:  # still report on stdout, which `kubectl logs` shows
-        log.error("cannot write the termination message to %s: %s", termination_log, exc)
-    click.echo(text)
-    sys.exit(code)
+    report_and_exit(text, termination_log, log, code)

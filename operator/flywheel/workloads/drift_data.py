@@ -46,13 +46,13 @@ from .errors import WorkloadError
 from .reading import (
     CHUNK_BYTES,
     PARQUET_BATCH_CELLS,
+    Replay,
     csv_block_bytes,
     parse_header,
     read_header_line,
 )
 from .storage import (
     FileStore,
-    Readable,
     S3Store,
     Store,
     StoredObject,
@@ -433,7 +433,7 @@ def _reference_batches(
             _require(obj, parse_header(head), features)
             # Text, typed after sampling (pyarrow would type from the first block only).
             reader = pacsv.open_csv(
-                _Stream(stream, head),
+                Replay(head, stream),
                 read_options=pacsv.ReadOptions(block_size=csv_block_bytes(len(features))),
                 convert_options=pacsv.ConvertOptions(
                     include_columns=features,
@@ -469,38 +469,12 @@ def _require(obj: StoredObject, names: list[str], features: list[str]) -> None:
         )
 
 
-class _Stream:
-    """What pyarrow's readers need of a stream besides `read`; serves `head`
-    (bytes already read, the CSV header) first."""
-
-    def __init__(self, raw: Readable, head: bytes = b"") -> None:
-        self._raw = raw
-        self._head = head
-        self.closed = False
-
-    def read(self, size: int = -1) -> bytes:
-        if not self._head:
-            return self._raw.read(size)
-        cut = len(self._head) if size < 0 else size
-        data, self._head = self._head[:cut], self._head[cut:]
-        return data
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        self.closed = True
-
-
 @contextmanager
 def _text(store: Store, obj: StoredObject) -> Iterator[Any]:
     with ExitStack() as stack:
         raw = store.open(obj)
         stack.callback(raw.close)
-        stream: Any = _Stream(raw)
+        stream: Any = Replay(b"", raw)
         if obj.key.lower().endswith(".gz"):
             stream = stack.enter_context(gzip.GzipFile(fileobj=stream, mode="rb"))
         yield stream

@@ -122,7 +122,7 @@ def hash_file(path: Path, key: str) -> ObjectDigest:
 # --- CSV -------------------------------------------------------------------
 
 
-class _Replay:
+class Replay:
     """Serves bytes already read (the header) before the rest of a stream."""
 
     def __init__(self, head: bytes, rest: Readable) -> None:
@@ -182,7 +182,7 @@ def csv_batches(stream: Readable) -> tuple[list[str], Iterator[pa.RecordBatch]]:
     head = read_header_line(stream)
     names = parse_header(head)
     reader = pacsv.open_csv(
-        _Replay(head, stream),
+        Replay(head, stream),
         read_options=pacsv.ReadOptions(block_size=csv_block_bytes(len(names))),
         convert_options=pacsv.ConvertOptions(
             column_types={name: pa.string() for name in names},

@@ -20,8 +20,7 @@ import click
 from ..api.dataset import DatasetSpec, ValidationResult
 from .errors import EXIT_CODES, SnapshotError, parse_model
 from .storage import open_store, write_object
-from .termination import DEFAULT_PATH, redact, render_termination, secret_values
-from .termination import write_termination as write_termination_file
+from .termination import DEFAULT_PATH, redact, render_termination, report_and_exit, secret_values
 
 log = logging.getLogger("flywheel.snapshot")
 
@@ -211,9 +210,4 @@ def dataset_snapshot_command(
         http_authorization=os.environ.get("HTTP_AUTHORIZATION") or None,
     )
     text = render_termination(message, secrets)
-    try:
-        write_termination_file(text, termination_log)
-    except OSError as exc:  # still report on stdout, which `kubectl logs` shows
-        log.error("cannot write the termination message to %s: %s", termination_log, exc)
-    click.echo(text)
-    sys.exit(code)
+    report_and_exit(text, termination_log, log, code)

@@ -10,9 +10,11 @@ cannot do without.
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 DEFAULT_PATH = "/dev/termination-log"
 LIMIT_BYTES = 4000  # below the kubelet's 4096, with room to spare
@@ -111,3 +113,13 @@ def _map_strings(value: Any, change: Callable[[str, str], str], key: str = "") -
 
 def write_termination(text: str, path: str | Path = DEFAULT_PATH) -> None:
     Path(path).write_text(text, encoding="utf-8")
+
+
+def report_and_exit(text: str, path: str | Path, log: logging.Logger, code: int) -> NoReturn:
+    """Write the result where the kubelet reads it, echo it, and exit with `code`."""
+    try:
+        write_termination(text, path)
+    except OSError as exc:  # still report on stdout, which `kubectl logs` shows
+        log.error("cannot write the termination message to %s: %s", path, exc)
+    print(text, flush=True)
+    sys.exit(code)

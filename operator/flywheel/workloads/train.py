@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,8 +36,7 @@ from ..api.trainingrun import BuiltinTrainer
 from .errors import EXIT_CODES, WorkloadError, parse_model
 from .snapshot import configure_logging, failed
 from .storage import open_store
-from .termination import DEFAULT_PATH, redact, render_termination, secret_values
-from .termination import write_termination as write_termination_file
+from .termination import DEFAULT_PATH, redact, render_termination, report_and_exit, secret_values
 
 if TYPE_CHECKING:
     from .fitting import Estimator, LoadedData, Prepared, Trained
@@ -470,9 +468,4 @@ def train_command(
     )
     message, code = run_training(settings)
     text = render_termination(message, secrets)
-    try:
-        write_termination_file(text, termination_log)
-    except OSError as exc:  # still report on stdout, which `kubectl logs` shows
-        log.error("cannot write the termination message to %s: %s", termination_log, exc)
-    click.echo(text)
-    sys.exit(code)
+    report_and_exit(text, termination_log, log, code)
