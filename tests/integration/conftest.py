@@ -119,3 +119,14 @@ def iris(operator, objects, namespace, object_store, artifact_secret):
     upload_sample_data(object_store)
     objects.create(namespace, iris_dataset())
     return wait_dataset_ready(objects, namespace)
+
+
+@pytest.fixture(scope="session")
+def gateway_api(control_plane):
+    """The Gateway API's standard CRDs, from the pinned Go module."""
+    crds = subprocess.run(
+        ["bash", "tests/cluster/gateway_api.sh"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    control_plane.kubectl("apply", "--server-side", "-f", crds)
+    control_plane.kubectl("wait", "--for", "condition=Established", "--timeout=60s", "-f", crds)
+    return crds

@@ -5,8 +5,6 @@ canary the operator promotes or rolls back from the pods' own metrics.
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 from kube_helpers import wait_for
 from kubernetes import client
@@ -21,17 +19,6 @@ from training_helpers import ready_condition, wait_model_phase
 
 pytestmark = pytest.mark.integration
 GROUP, VERSION = "mlops.flywheel.dev", "v1alpha1"
-
-
-@pytest.fixture(scope="session")
-def gateway_api(control_plane):
-    """The Gateway API's standard CRDs, from the pinned Go module."""
-    crds = subprocess.run(
-        ["bash", "tests/cluster/gateway_api.sh"], check=True, capture_output=True, text=True
-    ).stdout.strip()
-    control_plane.kubectl("apply", "--server-side", "-f", crds)
-    control_plane.kubectl("wait", "--for", "condition=Established", "--timeout=60s", "-f", crds)
-    return crds
 
 
 @pytest.fixture
