@@ -14,7 +14,7 @@ DEMO_NS ?= flywheel-demo
 export FLYWHEEL_CACHE := $(CACHE)
 
 .PHONY: help install cluster-bin cluster-up cluster-down services-bin services-up services-down \
-        crds lint test demo demo-down operator-up operator-down
+        crds lint test demo demo-down operator-up operator-down demo-runner demo-operator
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -73,21 +73,71 @@ operator-up: cluster-up ## run the operator in the background against the local 
 	fi
 
 operator-down: ## stop the background operator
-	@if [ -f $(CACHE)/operator.pid ]; then kill $$(cat $(CACHE)/operator.pid) 2>/dev/null || true; rm -f $(CACHE)/operator.pid; fi
+	@if [ -f $(CACHE)/operator.pid ]; then pid=$$(cat $(CACHE)/operator.pid); kill $$pid 2>/dev/null || true; \
+	  for i in $$(seq 40); do kill -0 $$pid 2>/dev/null || break; sleep 0.5; done; rm -f $(CACHE)/operator.pid; fi
 
-demo: operator-up ## local cluster + operator + the samples, then their status
-	@$(KUBECTL) create namespace $(DEMO_NS) --dry-run=client -o yaml | $(KUBECTL) apply -f - >/dev/null
-	$(KUBECTL) -n $(DEMO_NS) apply -k manifests/samples/
-	@echo "waiting for the operator to report on every object ..."
-	@for kind in datasets trainingruns modelversions inferenceservices; do \
-	  $(KUBECTL) -n $(DEMO_NS) wait $$kind --all --for=jsonpath='{.status.observedGeneration}'=1 --timeout=60s >/dev/null; \
+# ---------------------------------------------------------------- the demo
+# `make demo` reuses a running control plane and services, restarts the pod
+# runner and the operator (so they always point at what runs now), and starts
+# the samples again in a fresh namespace $(DEMO_NS); running it twice works.
+SERVICES_ENV = eval "$$($(PY) tests/services/mlflowserver.py env)"
+RUNNER_PID := $(CACHE)/podrunner.pid
+OPERATOR_PID := $(CACHE)/operator.pid
+
+demo: install cluster-bin services-bin ## the whole loop on the local cluster, narrated as it happens
+	@$(CLUSTER) up
+	@$(PY) tests/services/mlflowserver.py up >/dev/null
+	@$(KUBECTL) apply --server-side --force-conflicts -f crds/ >/dev/null
+	@$(KUBECTL) wait --for condition=Established --timeout=60s -f crds/ >/dev/null
+	@$(MAKE) --no-print-directory demo-runner demo-operator
+	@echo "resetting namespace $(DEMO_NS) ..."
+	@$(KUBECTL) delete namespace $(DEMO_NS) --ignore-not-found --timeout=120s >/dev/null
+	@$(KUBECTL) create namespace $(DEMO_NS) >/dev/null
+	@$(SERVICES_ENV) && $(KUBECTL) -n $(DEMO_NS) create secret generic flywheel-artifacts \
+	  --from-literal=AWS_ACCESS_KEY_ID="$$AWS_ACCESS_KEY_ID" \
+	  --from-literal=AWS_SECRET_ACCESS_KEY="$$AWS_SECRET_ACCESS_KEY" >/dev/null
+	@$(PY) -c 'import sys; sys.path[:0] = ["tests/services", "tests/integration"]; \
+	  from objectstore import ObjectStore; from sample_data import upload_sample_data; \
+	  store = ObjectStore(); store.make_bucket("flywheel-artifacts"); upload_sample_data(store); \
+	  s3 = store.client(); pages = s3.get_paginator("list_objects_v2").paginate( \
+	    Bucket="flywheel-artifacts", Prefix="inference-logs/$(DEMO_NS)/"); \
+	  [s3.delete_object(Bucket="flywheel-artifacts", Key=o["Key"]) for p in pages for o in p.get("Contents", [])]; \
+	  print("uploaded the iris CSV scikit-learn ships to s3://flywheel-data/iris/iris.csv")'
+	$(KUBECTL) -n $(DEMO_NS) apply -k manifests/demo/
+	@$(SERVICES_ENV) && KUBECONFIG=$(KUBECONFIG_LOCAL) $(VENV)/bin/flywheel demo --namespace $(DEMO_NS) \
+	  --operator-log $(CACHE)/operator.log --kubectl "$(KUBECTL)"
+
+# The pod runner: node runner-0, whose pods run as local processes from .venv/bin
+# (it routes the pod network 198.18.0.0/16 to lo, so it needs root).
+demo-runner:
+	@if [ -f $(RUNNER_PID) ]; then pid=$$(cat $(RUNNER_PID)); kill $$pid 2>/dev/null || true; \
+	  for i in $$(seq 60); do kill -0 $$pid 2>/dev/null || break; sleep 0.5; done; rm -f $(RUNNER_PID); fi
+	@$(KUBECTL) taint node kwok-node-0 kwok.x-k8s.io/node=fake:NoSchedule --overwrite >/dev/null
+	@nohup $(PY) tests/cluster/podrunner.py --kubeconfig $(KUBECONFIG_LOCAL) \
+	  --image-map flywheel=$(CURDIR)/$(VENV)/bin --work-dir $(CACHE)/podrunner \
+	  > $(CACHE)/podrunner.log 2>&1 & echo $$! > $(RUNNER_PID)
+	@for i in $$(seq 120); do \
+	  taints=$$($(KUBECTL) get node runner-0 -o jsonpath='{.spec.taints[*].key}' 2>/dev/null) && \
+	  ! grep -q node.kubernetes.io <<< "$$taints" && break; \
+	  kill -0 $$(cat $(RUNNER_PID)) 2>/dev/null || { cat $(CACHE)/podrunner.log; exit 1; }; sleep 0.5; \
 	done
-	$(KUBECTL) -n $(DEMO_NS) get flywheel -o wide
-	@echo
-	@echo "Each object is Accepted; Ready waits on the workloads that later releases add."
-	@echo "Try:  export KUBECONFIG=$(KUBECONFIG_LOCAL) PATH=$(BIN):\$$PATH"
-	@echo "      kubectl -n $(DEMO_NS) describe inferenceservice iris"
-	@echo "      kubectl explain trainingrun.spec.trainer"
-	@echo "Metrics: http://127.0.0.1:19090/metrics   Stop: make demo-down"
+	@echo "pod runner started (pid $$(cat $(RUNNER_PID)), log $(CACHE)/podrunner.log)"
 
-demo-down: cluster-down ## stop the demo (operator and control plane)
+# The operator with the services' endpoints, resyncing every 5 s for the demo.
+demo-operator: operator-down
+	@$(SERVICES_ENV); KUBECONFIG=$(KUBECONFIG_LOCAL) FLYWHEEL_IMAGE=flywheel:dev \
+	  FLYWHEEL_S3_ENDPOINT="$$MLFLOW_S3_ENDPOINT_URL" FLYWHEEL_ARTIFACT_ROOT=s3://flywheel-artifacts \
+	  FLYWHEEL_ARTIFACT_SECRET=flywheel-artifacts FLYWHEEL_RESYNC_SECONDS=5 \
+	  nohup $(VENV)/bin/flywheel run --log-format plain \
+	    --liveness http://127.0.0.1:18080/healthz --metrics-address 127.0.0.1 --metrics-port 19090 \
+	    > $(CACHE)/operator.log 2>&1 & echo $$! > $(OPERATOR_PID)
+	@for i in $$(seq 60); do sleep 1; \
+	  kill -0 $$(cat $(OPERATOR_PID)) 2>/dev/null || { tail -20 $(CACHE)/operator.log; exit 1; }; \
+	  curl -fs http://127.0.0.1:18080/healthz >/dev/null && break; done
+	@echo "operator started (pid $$(cat $(OPERATOR_PID)), log $(CACHE)/operator.log)"
+
+demo-down: ## stop the demo: operator, pod runner, services, control plane
+	@$(MAKE) --no-print-directory operator-down
+	@if [ -f $(RUNNER_PID) ]; then pid=$$(cat $(RUNNER_PID)); kill $$pid 2>/dev/null || true; \
+	  for i in $$(seq 60); do kill -0 $$pid 2>/dev/null || break; sleep 0.5; done; rm -f $(RUNNER_PID); fi
+	@$(MAKE) --no-print-directory services-down cluster-down

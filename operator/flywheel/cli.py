@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .demo import demo_command
 from .serving.command import serve_command
 from .workloads.drift import drift_check_command
 from .workloads.snapshot import dataset_snapshot_command
@@ -107,6 +108,7 @@ main.add_command(dataset_snapshot_command)
 main.add_command(train_command)
 main.add_command(serve_command)
 main.add_command(drift_check_command)
+main.add_command(demo_command)
 
 if __name__ == "__main__":
     main()

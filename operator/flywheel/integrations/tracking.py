@@ -92,10 +92,28 @@ def ensure_model_version(
         if version.tags.get(UID_TAG) == uid:
             return version
     # MLflow 3 logs models as LoggedModels; a models:/<id> source must name it.
+    source = logged_model_source(mlflow, source)
     model_id = source.removeprefix("models:/") if source.startswith("models:/m-") else None
     return mlflow.create_model_version(
         model_name, source, run_id=run_id, tags={**tags, UID_TAG: uid}, model_id=model_id
     )
+
+
+def logged_model_source(mlflow: Any, source: str) -> str:
+    """`runs:/<run>/<name>` as MLflow 3 stores it: `models:/<id>` of the model the
+    run logged under that name, as `mlflow.register_model` resolves it (the
+    client's create_model_version does not, and the run's artifacts hold no
+    model, so the version would not load). Other sources, and runs that
+    logged no such model (MLflow 2 runs keep it in their artifacts), are kept."""
+    if not source.startswith("runs:/"):
+        return source
+    run_id, _, name = source.removeprefix("runs:/").partition("/")
+    run = mlflow.get_run(run_id)
+    outputs = sorted((run.outputs.model_outputs or []) if run.outputs else [], key=lambda o: o.step)
+    for output in reversed(outputs):  # the last step's model, as register_model picks
+        if mlflow.get_logged_model(output.model_id).name == name.strip("/"):
+            return f"models:/{output.model_id}"
+    return source
 
 
 def set_alias(tracking_uri: str, model_name: str, alias: str, version: str) -> None:
