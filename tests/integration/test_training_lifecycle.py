@@ -11,6 +11,8 @@ from __future__ import annotations
 import secrets
 import textwrap
 
+import mlflow
+import pandas as pd
 import pytest
 from kube_helpers import wait_for
 from kubernetes import client
@@ -26,6 +28,7 @@ from training_helpers import (
 )
 
 pytestmark = pytest.mark.integration
+FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
 # Training code written for MLflow, unaware of Flywheel except for the env it
 # documents: the data's URI and the S3 endpoint. mlflow.start_run() picks up
@@ -108,6 +111,16 @@ def test_own_image_logs_into_the_operators_run_and_waits_for_approval(
     servable = wait_model_phase(objects, namespace, name, "Servable")
     registered = mlflow_server.client().get_model_version(model, servable["registryVersion"])
     assert registered.run_id == status["mlflowRunId"]
+    # The run logged the model as MLflow 3 does (a LoggedModel): the registry
+    # version must point at it, so that it loads and predicts.
+    assert registered.source.startswith("models:/m-")
+    mlflow.set_tracking_uri(mlflow_server.tracking_uri)
+    try:
+        loaded = mlflow.pyfunc.load_model(f"models:/{model}/{servable['registryVersion']}")
+        frame = pd.DataFrame([[5.1, 3.5, 1.4, 0.2]], columns=FEATURES)
+        assert list(loaded.predict(frame)) == ["setosa"]
+    finally:
+        mlflow.set_tracking_uri(None)
 
     # Retain (the default): deleting the resource keeps the registry entry.
     objects.api.delete_namespaced_custom_object(
