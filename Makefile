@@ -14,7 +14,8 @@ DEMO_NS ?= flywheel-demo
 export FLYWHEEL_CACHE := $(CACHE)
 
 .PHONY: help install cluster-bin cluster-up cluster-down services-bin services-up services-down \
-        crds lint test demo demo-down operator-up operator-down demo-runner demo-operator
+        crds lint test demo demo-down operator-up operator-down demo-runner demo-operator \
+        helm-bin manifests image kind-up kind-load deploy
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -50,6 +51,12 @@ services-down: ## stop mlflow and the object store (drops their data)
 
 crds: install ## regenerate crds/ and the chart's copy from the pydantic models
 	$(VENV)/bin/flywheel crds
+
+helm-bin: ## build helm from its Go module (cached), for the chart's tests
+	bash tests/cluster/build_helm.sh
+
+manifests: helm-bin ## render the chart's defaults into manifests/operator.yaml (the kustomize base)
+	bash tests/cluster/render_manifests.sh
 
 lint: install ## ruff, import boundaries, and the CRDs are up to date
 	$(VENV)/bin/ruff check operator tests
@@ -141,3 +148,21 @@ demo-down: ## stop the demo: operator, pod runner, services, control plane
 	@if [ -f $(RUNNER_PID) ]; then pid=$$(cat $(RUNNER_PID)); kill $$pid 2>/dev/null || true; \
 	  for i in $$(seq 60); do kill -0 $$pid 2>/dev/null || break; sleep 0.5; done; rm -f $(RUNNER_PID); fi
 	@$(MAKE) --no-print-directory services-down cluster-down
+
+# --- A laptop with Docker and kind (not used by CI; this machine has no Docker) ---
+IMAGE ?= flywheel:dev
+KIND_CLUSTER ?= flywheel
+
+image: ## build the one image of the operator and every workload (Docker)
+	docker build -f operator/Dockerfile -t $(IMAGE) .
+
+kind-up: ## create the kind cluster described by kind-config.yaml
+	kind create cluster --config kind-config.yaml --name $(KIND_CLUSTER)
+
+kind-load: image ## load the image into the kind cluster's nodes
+	kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
+
+deploy: helm-bin ## install the CRDs and the chart into the current kube context, with $(IMAGE)
+	$(BIN)/helm upgrade --install flywheel charts/flywheel -n flywheel-system --create-namespace \
+	  --set image.repository=$(firstword $(subst :, ,$(IMAGE))) --set image.tag=$(lastword $(subst :, ,$(IMAGE))) \
+	  --set image.pullPolicy=IfNotPresent $(HELM_ARGS)
