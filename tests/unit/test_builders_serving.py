@@ -127,3 +127,29 @@ def test_promoted_canary_serves_until_spec_stable_changes():
         judged({"analysis": {"history": [{"modelVersion": "x", "verdict": "RolledBack"}]}}, "b")
         is None
     )
+
+
+def test_production_alias_waits_for_mlflow_without_stopping_service(monkeypatch):
+    from flywheel.controllers import inferenceservices
+
+    calls = []
+
+    def unreachable(*args):
+        calls.append(args)
+        raise ConnectionError("Connection refused")
+
+    monkeypatch.setattr(inferenceservices.tracking, "set_alias", unreachable)
+    serving = {"modelName": "iris", "registryVersion": "4"}
+    fields, events = {}, []
+    inferenceservices._move_production_alias({}, fields, events, serving, SETTINGS)
+    assert "productionAlias" not in fields  # retried on a later resync
+    assert events == [
+        ("Warning", "AliasNotMoved", "MLflow alias production -> iris/4: Connection refused")
+    ]
+    monkeypatch.setattr(inferenceservices.tracking, "set_alias", lambda *a: calls.append(a))
+    inferenceservices._move_production_alias({}, fields, [], serving, SETTINGS)
+    assert fields["productionAlias"] == "iris/4"
+    assert calls[-1] == ("http://mlflow:5000", "iris", "production", "4")
+    done = {"productionAlias": "iris/4"}
+    inferenceservices._move_production_alias(done, {}, [], serving, SETTINGS)
+    assert len(calls) == 2  # already there: MLflow is not asked again

@@ -353,6 +353,10 @@ class InferenceServiceStatus(ResourceStatus):
         default=None,
         description="The ModelVersion serving as stable now (can differ from spec after a promotion).",
     )
+    production_alias: str | None = Field(
+        default=None,
+        description="<model>/<registry version> the MLflow alias production was last moved to.",
+    )
     stable: TrackStatus | None = Field(default=None, description="Stable track.")
     canary: TrackStatus | None = Field(default=None, description="Canary track.")
     traffic: TrafficStatus | None = Field(default=None, description="Current split.")

@@ -106,13 +106,9 @@ def assess(
         "readyReplicas": stable_ready,
     }
     if status.get("servingModelVersion") != stable_name:
-        tracking.set_alias(
-            settings.mlflow_tracking_uri, stable["modelName"], PRODUCTION, stable["registryVersion"]
-        )
-        events.append(
-            ("Normal", "Serving", f"{stable_name} serves as stable; MLflow alias production moved")
-        )
+        events.append(("Normal", "Serving", f"{stable_name} serves as stable"))
     fields["servingModelVersion"] = stable_name
+    _move_production_alias(status, fields, events, stable, settings)
 
     loop = monitor(body, spec, status, stable, datasets, runs, settings, now)
     fields.update(loop.fields)
@@ -206,9 +202,7 @@ def _promoted(body, spec, status, fields, events, canary_name, canary, settings)
     deployment = _apply_track(
         body, spec, "stable", _served(canary_name, canary), stable_replicas, settings
     )
-    tracking.set_alias(
-        settings.mlflow_tracking_uri, canary["modelName"], PRODUCTION, canary["registryVersion"]
-    )
+    _move_production_alias(status, fields, events, canary, settings)
     ready, _ = _rollout_state(deployment)
     fields.update(
         servingModelVersion=canary_name,
@@ -262,6 +256,28 @@ def _verdict(proposed, status, fields, events, stable_name, stable_ready, stable
         why = f"{stable_name} serves with {stable_ready}/{desired} ready replicas"
     conditions = [ConditionUpdate(READY, TRUE, reason, why), _progressing(active, reason, why)]
     return Assessment(phase, [accepted(), *conditions], fields, events)
+
+
+def _move_production_alias(status, fields, events, serving, settings: Settings) -> None:
+    """Point MLflow's `production` alias at the serving model's registry version.
+    MLflow being down does not stop serving: the alias moves on a later resync
+    (status.productionAlias says where it points now)."""
+    wanted = f"{serving['modelName']}/{serving['registryVersion']}"
+    if status.get("productionAlias") == wanted:
+        return
+    try:
+        tracking.set_alias(
+            settings.mlflow_tracking_uri,
+            serving["modelName"],
+            PRODUCTION,
+            serving["registryVersion"],
+        )
+    except Exception as err:  # MLflow unreachable or refusing: say so, retry later
+        why = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        events.append(("Warning", "AliasNotMoved", f"MLflow alias production -> {wanted}: {why}"))
+        return
+    fields["productionAlias"] = wanted
+    events.append(("Normal", "AliasMoved", f"MLflow alias production -> {wanted}"))
 
 
 def _commit_hint(promoted: str) -> str:
