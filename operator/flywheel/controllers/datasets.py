@@ -14,6 +14,7 @@ from ..api.dataset import DatasetSpec
 from ..api.kinds import DATASET
 from ..builders.snapshot import build_snapshot_job
 from ..integrations import kube
+from ..policy.jobs import stuck_pod
 from ..policy.snapshots import plan_snapshot, read_outcome
 from ..settings import Settings
 from .handlers import register
@@ -45,6 +46,15 @@ def assess(spec: DatasetSpec, body: Mapping[str, Any], settings: Settings = SETT
     if plan.action == "collect":
         pods = kube.job_pods(namespace, attempt["jobName"])
         return _collected(status, attempt, read_outcome(job, pods), now)
+    if job is not None and status.get("phase") != "Ready":
+        # A snapshot that cannot start (image, missing Secret) says so.
+        stuck = stuck_pod(kube.job_pods(namespace, attempt["jobName"]))
+        if stuck:
+            return Assessment("Snapshotting", [accepted(), ConditionUpdate(READY, FALSE, *stuck)])
+        running = f"taking snapshot {attempt['sequence']}: Job {attempt['jobName']}"
+        return Assessment(
+            "Snapshotting", [accepted(), ConditionUpdate(READY, FALSE, "Snapshotting", running)]
+        )
     return _unchanged(status)
 
 

@@ -28,6 +28,7 @@ from ..builders.serving import (
     track_name,
 )
 from ..integrations import children, tracking
+from ..policy.jobs import stuck_pod
 from ..policy.traffic import effective_percent, plan_split
 from ..settings import Settings
 from . import rollout
@@ -153,9 +154,13 @@ def assess(
             "canary": share,
         }
     )
+    stuck = None
+    if stable_ready == 0:  # why no pod serves: an image or a Secret a person must fix?
+        stuck = stuck_pod(children.list_pods(namespace, selector(name, "stable")))
     return _verdict(
-        proposed, status, fields, events, stable_name, stable_ready, stable_done, canary_name
-    )
+        proposed, status, fields, events, stable_name, stable_ready, stable_done, canary_name,
+        stuck,
+    )  # fmt: skip
 
 
 def _run_canary(
@@ -220,7 +225,10 @@ def _promoted(body, spec, status, fields, events, canary_name, canary, settings)
     return Assessment("Progressing", [accepted(), ready_condition, progressing], fields, events)
 
 
-def _verdict(proposed, status, fields, events, stable_name, stable_ready, stable_done, canary_name):
+def _verdict(
+    proposed, status, fields, events, stable_name, stable_ready, stable_done, canary_name,
+    stuck=None,
+):  # fmt: skip
     """Phase and conditions from what the reconcile found, most urgent first."""
     desired = fields["stable"]["replicas"] or 0
     analysis = fields.get("analysis") or status.get("analysis") or {}
@@ -232,10 +240,10 @@ def _verdict(proposed, status, fields, events, stable_name, stable_ready, stable
             phase, why = "Degraded", f"no ready model-server pod for {stable_name}: calls fail"
         else:
             phase, why = "Pending", f"waiting for a ready model-server pod for {stable_name}"
-        conditions = [
-            _not_ready("NoReadyReplicas", why),
-            _progressing(phase == "Pending", phase, why),
-        ]
+        reason = "NoReadyReplicas"
+        if stuck:
+            reason, why = stuck[0], f"{why}: {stuck[1]}"
+        conditions = [_not_ready(reason, why), _progressing(phase == "Pending", phase, why)]
         return Assessment(phase, [accepted(), *conditions], fields, events)
     if canary_name and fields.get("canary"):
         phase, active, reason = "Progressing", True, "CanaryAnalysis"

@@ -16,7 +16,7 @@ from ..builders.modelversion import build_model_version
 from ..builders.training import build_training_job
 from ..integrations import kube, tracking
 from ..policy.gates import evaluate_gates
-from ..policy.jobs import job_finished
+from ..policy.jobs import job_finished, stuck_pod
 from ..policy.training import read_training_outcome
 from ..settings import Settings
 from .handlers import register
@@ -157,6 +157,9 @@ def _follow(spec, body, status, settings: Settings) -> Assessment:
     pods = kube.job_pods(namespace, status["jobName"])
     fields = {"attempts": len(pods)}
     if not job_finished(job):
+        stuck = stuck_pod(pods)
+        if stuck:  # stays Running: the Job resumes by itself once someone fixes it
+            return Assessment("Running", [accepted(), _not_ready(*stuck)], fields)
         running = _not_ready("Training", f"Job {status['jobName']} is training")
         return Assessment("Running", [accepted(), running], fields)
     outcome = read_training_outcome(job, pods)

@@ -42,3 +42,34 @@ def json_object(text: str | None) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+# Container states a pod can sit in forever: nothing will change until a
+# person fixes the image, the pull secret or the referenced Secret/ConfigMap.
+_STUCK = {
+    "ErrImagePull": "the image cannot be pulled; check the image name and its pull secret",
+    "ImagePullBackOff": "the image cannot be pulled; check the image name and its pull secret",
+    "ErrImageNeverPull": "the image is not on the node and imagePullPolicy is Never",
+    "InvalidImageName": "the image name is not valid",
+    "CreateContainerConfigError": "a Secret or ConfigMap (or a key) the pod refers to is missing",
+    "CreateContainerError": "the container cannot be created",
+    "CrashLoopBackOff": "the container keeps crashing",
+}
+
+
+def stuck_pod(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """(reason, message) when a pod waits in a state only a person can fix, e.g.
+    ('ImagePullBackOff', 'pod x: container train: ...'), else None."""
+    for pod in pods:
+        statuses = (pod.get("status") or {}).get("containerStatuses") or []
+        statuses += (pod.get("status") or {}).get("initContainerStatuses") or []
+        for status in statuses:
+            waiting = (status.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason")
+            if reason in _STUCK:
+                detail = (waiting.get("message") or "").strip()
+                message = (
+                    f"pod {pod['metadata']['name']}: container {status['name']}: {_STUCK[reason]}"
+                )
+                return reason, f"{message} ({detail})" if detail else message
+    return None
