@@ -57,6 +57,25 @@ def kubeconfig_exported(path: Path):
             os.environ["KUBECONFIG"] = previous
 
 
+@pytest.fixture(autouse=True)
+def _fresh_mlflow_state():
+    """MLflow keeps a process-wide active experiment (and run). Tests that log
+    in-process (model fixtures, the drift check run as a function) would leak
+    it into the next test, where resuming a run by id under another experiment
+    fails. Every test ends with none. (The tracking URI is left alone: module
+    fixtures set it for all their tests.)"""
+    yield
+    fluent = sys.modules.get("mlflow.tracking.fluent")
+    if fluent is not None:
+        import mlflow
+
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        fluent._active_experiment_id = None
+    for variable in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
+        os.environ.pop(variable, None)
+
+
 @pytest.fixture(scope="session")
 def control_plane():
     external = os.environ.get("FLYWHEEL_KUBECONFIG")

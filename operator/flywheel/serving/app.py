@@ -21,6 +21,7 @@ import os
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,6 +71,7 @@ class ServingApp:
         self.settings = settings
         self.metrics = ServeMetrics(settings.model_version, settings.track)
         self.model: ServedModel | None = None  # set once loaded: readiness
+        self._all_ready = False
         self.inference_log: InferenceLog | None = None
         self.exit_on_failure = exit_on_failure
         self.failure: ServeError | None = None
@@ -116,8 +118,21 @@ class ServingApp:
 
     # --- GET -----------------------------------------------------------------
 
+    def all_workers_ready(self) -> bool:
+        """Ready once every worker has its model: the kubelet's probe reaches
+        one worker, and a pod marked Ready must not send calls to a worker
+        still loading. Workers leave a file named by their pid in `ready/`
+        beside the metrics directory (absent: one process, this one)."""
+        if self.model is None:
+            return False
+        if not self._all_ready:
+            folder = ready_folder()
+            count = len(list(folder.iterdir())) if folder else 1
+            self._all_ready = count >= self.settings.workers
+        return self._all_ready
+
     def get(self, path: str) -> tuple[int, bytes, bytes]:
-        ready = self.model is not None
+        ready = self.all_workers_ready()
         if path == "/v2/health/live":
             return 200, b'{"live":true}', JSON
         if path in ("/v2/health/ready", "/ping", "/health"):
@@ -241,6 +256,9 @@ class ServingApp:
             return
         self.metrics.loaded(settings.model_uri)
         self.model = model
+        folder = ready_folder()
+        if folder:
+            (folder / str(os.getpid())).touch()
         log.info("worker %d: %s loaded, ready", os.getpid(), settings.model_uri)
 
     def open_log(self, model: ServedModel) -> InferenceLog:
@@ -333,3 +351,12 @@ async def respond(send: Any, status: int, body: bytes, content_type: bytes = JSO
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def ready_folder() -> Path | None:
+    """`ready/` beside the multiprocess metrics directory, when several workers run."""
+    metrics = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not metrics:
+        return None
+    folder = Path(metrics).parent / "ready"
+    return folder if folder.is_dir() else None

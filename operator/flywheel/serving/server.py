@@ -51,6 +51,7 @@ def run_workers(settings: ServeSettings, workdir: Path) -> int:
     # Before any worker imports prometheus_client: it picks the mode at import.
     metrics_dir = workdir / "metrics"
     metrics_dir.mkdir()
+    (workdir / "ready").mkdir()  # a file per worker that has loaded the model
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     to_environment(settings)
     config = uvicorn.Config(
