@@ -105,9 +105,10 @@ def test_converged_objects_are_not_written_again(operator, objects, namespace, s
         objects.create(namespace, obj)
     for obj in samples():
         wait_for(lambda o=obj: reported(objects, namespace, o["kind"], o["metadata"]["name"]))
-    # The loop runs: snapshot, training, registration. Then nothing moves.
+    # The loop runs: snapshot, training, registration, serving (which moves the
+    # production alias, a ModelVersion status change). Then nothing moves.
     settled = {"Dataset": {"Ready"}, "TrainingRun": {"Succeeded", "Failed"}}
-    settled.update(ModelVersion={"Servable", "Failed"})
+    settled.update(ModelVersion={"Servable", "Failed"}, InferenceService={"Ready", "Failed"})
     for obj in samples():
         if obj["kind"] in settled:
             wait_for(
@@ -115,7 +116,18 @@ def test_converged_objects_are_not_written_again(operator, objects, namespace, s
                 timeout=240,
                 what=f"{obj['kind']} {obj['metadata']['name']} to settle",
             )
-    # kopf finishes its own bookkeeping writes (annotations) shortly after.
+    # kopf finishes its own bookkeeping writes (annotations) shortly after, and
+    # the ModelVersion reports the alias the InferenceService moved.
+    wait_for(
+        lambda: (
+            "production"
+            in (objects.get(namespace, "ModelVersion", "iris-v1").get("status") or {}).get(
+                "aliases", []
+            )
+        ),
+        timeout=60,
+        what="the production alias on the served ModelVersion",
+    )
     time.sleep(RESYNC_SECONDS)
     before = {o["kind"]: _version(objects, namespace, o) for o in samples()}
     time.sleep(4 * RESYNC_SECONDS)  # four resync timers fire for every object

@@ -26,6 +26,8 @@ def missing_reference(missing: Missing, namespace: str) -> Assessment:
         phase="Pending",
         conditions=[
             ConditionUpdate(ACCEPTED, FALSE, reason, message),
-            ConditionUpdate(READY, FALSE, reason, f"waiting for {missing.kind} {missing.name!r}"),
+            # Ready carries the fix too: it is the condition people (and
+            # ArgoCD's health message) read first.
+            ConditionUpdate(READY, FALSE, reason, message),
         ],
     )
