@@ -19,7 +19,7 @@ from .common import (
 )
 
 # Metrics the built-in trainer computes on the validation split (scikit-learn's).
-METRICS = (
+CLASSIFICATION_METRICS = (
     "accuracy",
     "balanced_accuracy",
     "f1",
@@ -28,10 +28,9 @@ METRICS = (
     "recall",
     "roc_auc",
     "log_loss",
-    "rmse",
-    "mae",
-    "r2",
 )
+REGRESSION_METRICS = ("rmse", "mae", "r2")
+METRICS = CLASSIFICATION_METRICS + REGRESSION_METRICS
 Metric = Literal[METRICS]  # type: ignore[valid-type]
 ComparisonOp = Literal[">=", ">", "<=", "<", "=="]
 

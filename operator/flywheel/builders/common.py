@@ -96,3 +96,13 @@ def fail_job_on_exit_codes(container: str, codes: list[int]) -> dict[str, Any]:
             }
         ]
     }
+
+
+def env_value(name: str, value: str | None) -> dict[str, Any]:
+    """A literal container env variable; an unset value is the empty string."""
+    return {"name": name, "value": value or ""}
+
+
+def env_field(name: str, field_path: str) -> dict[str, Any]:
+    """A container env variable from the downward API (e.g. metadata.name)."""
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": field_path}}}

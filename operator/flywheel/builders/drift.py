@@ -18,11 +18,13 @@ from .common import (
     RESTRICTED_POD_SECURITY,
     aws_secret_for,
     child_name,
+    env_field,
+    env_value,
     labels,
     metadata,
     secret_env,
 )
-from .serving import SERVICE_LABEL
+from .serving import SERVICE_LABEL, inference_logs_of
 
 COMPONENT = "drift-check"
 DEFAULT_RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
@@ -38,15 +40,6 @@ def drift_selector(service: str) -> dict[str, str]:
     return {SERVICE_LABEL: service, "app.kubernetes.io/component": COMPONENT}
 
 
-def inference_logs_of(
-    settings: Settings, spec: InferenceServiceSpec, namespace: str, service: str
-) -> str:
-    """The prefix every track's model server logs under (one folder per ModelVersion)."""
-    destination = spec.logging.destination if spec.logging else None
-    root = destination or f"{settings.artifact_root}/inference-logs"
-    return f"{root.rstrip('/')}/{namespace}/{service}"
-
-
 def build_drift_cronjob(
     isvc: Mapping[str, Any],
     spec: InferenceServiceSpec,
@@ -59,31 +52,31 @@ def build_drift_cronjob(
     service, namespace = isvc["metadata"]["name"], isvc["metadata"]["namespace"]
     target = reference.schema_.target if reference.schema_ else None
     env = [
-        _value("POD_NAME", None, field="metadata.name"),
-        _value("FLYWHEEL_REFERENCE_URI", reference.source.uri),
-        _value("FLYWHEEL_REFERENCE_FORMAT", reference.source.format),
-        _value("FLYWHEEL_REFERENCE_VERSION", reference_version or ""),
-        _value("FLYWHEEL_CURRENT_URI", inference_logs_of(settings, spec, namespace, service)),
-        _value("FLYWHEEL_WINDOW", drift.window),
-        _value("FLYWHEEL_FEATURES", json.dumps(drift.features or [])),
-        _value("FLYWHEEL_TARGET_COLUMN", target or ""),
-        _value("FLYWHEEL_DRIFT_THRESHOLD", f"{drift.threshold:g}"),
-        _value("FLYWHEEL_MIN_ROWS", str(drift.min_rows)),
+        env_field("POD_NAME", "metadata.name"),
+        env_value("FLYWHEEL_REFERENCE_URI", reference.source.uri),
+        env_value("FLYWHEEL_REFERENCE_FORMAT", reference.source.format),
+        env_value("FLYWHEEL_REFERENCE_VERSION", reference_version or ""),
+        env_value("FLYWHEEL_CURRENT_URI", inference_logs_of(settings, spec, namespace, service)),
+        env_value("FLYWHEEL_WINDOW", drift.window),
+        env_value("FLYWHEEL_FEATURES", json.dumps(drift.features or [])),
+        env_value("FLYWHEEL_TARGET_COLUMN", target or ""),
+        env_value("FLYWHEEL_DRIFT_THRESHOLD", f"{drift.threshold:g}"),
+        env_value("FLYWHEEL_MIN_ROWS", str(drift.min_rows)),
         # $(POD_NAME): one report folder per check, expanded by the kubelet.
-        _value(
+        env_value(
             "FLYWHEEL_REPORT_URI",
             f"{settings.artifact_root}/drift/{namespace}/{service}/$(POD_NAME)",
         ),
-        _value("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri or ""),
-        _value("MLFLOW_EXPERIMENT_NAME", f"{namespace}/{service}/drift"),
+        env_value("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri or ""),
+        env_value("MLFLOW_EXPERIMENT_NAME", f"{namespace}/{service}/drift"),
     ]
     if drift.stat_test:
-        env.append(_value("FLYWHEEL_STAT_TEST", drift.stat_test))
+        env.append(env_value("FLYWHEEL_STAT_TEST", drift.stat_test))
     if drift.stat_test_threshold is not None:
-        env.append(_value("FLYWHEEL_STAT_TEST_THRESHOLD", f"{drift.stat_test_threshold:g}"))
+        env.append(env_value("FLYWHEEL_STAT_TEST_THRESHOLD", f"{drift.stat_test_threshold:g}"))
     endpoint = reference.source.endpoint or settings.s3_endpoint
     if endpoint:
-        env.append(_value("FLYWHEEL_S3_ENDPOINT", endpoint))
+        env.append(env_value("FLYWHEEL_S3_ENDPOINT", endpoint))
     own = reference.source.credentials.secret_name if reference.source.credentials else None
     secret = aws_secret_for(reference.source.uri, own, settings.artifact_secret)
     if secret:
@@ -131,9 +124,3 @@ def build_drift_cronjob(
             },
         },
     }
-
-
-def _value(name: str, value: str | None, field: str | None = None) -> dict[str, Any]:
-    if field:
-        return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": field}}}
-    return {"name": name, "value": value or ""}

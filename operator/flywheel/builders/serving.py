@@ -18,6 +18,7 @@ from .common import (
     RESTRICTED_CONTAINER_SECURITY,
     RESTRICTED_POD_SECURITY,
     child_name,
+    env_value,
     labels,
     metadata,
     secret_env,
@@ -65,16 +66,24 @@ def _child_meta(isvc: Mapping[str, Any], name: str, track: str | None) -> dict[s
     return meta
 
 
+def inference_logs_of(
+    settings: Settings, spec: InferenceServiceSpec, namespace: str, service: str
+) -> str:
+    """The prefix every track's model server logs under (one folder per
+    ModelVersion); the drift check reads the whole prefix."""
+    destination = spec.logging.destination if spec.logging else None
+    root = destination or f"{settings.artifact_root}/inference-logs"
+    return f"{root.rstrip('/')}/{namespace}/{service}"
+
+
 def inference_log_uri(
     spec: InferenceServiceSpec, settings: Settings, namespace: str, service: str, model: str
 ) -> str | None:
+    """Where one ModelVersion's server logs; None when logging is off."""
     logging = spec.logging
     if logging is not None and (not logging.enabled or logging.sample_rate == 0):
         return None
-    root = (logging.destination if logging and logging.destination else None) or (
-        f"{settings.artifact_root}/inference-logs"
-    )
-    return f"{root.rstrip('/')}/{namespace}/{service}/{model}"
+    return f"{inference_logs_of(settings, spec, namespace, service)}/{model}"
 
 
 def build_deployment(
@@ -89,24 +98,24 @@ def build_deployment(
     service, namespace = isvc["metadata"]["name"], isvc["metadata"]["namespace"]
     name = track_name(service, track)
     env = [
-        _value("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri),
-        _value("FLYWHEEL_MODEL_URI", model.uri),
-        _value("FLYWHEEL_MODEL_NAME", model.model_name),
-        _value("FLYWHEEL_MODEL_VERSION", model.resource),
-        _value("FLYWHEEL_TRACK", track),
-        _value("FLYWHEEL_PORT", str(PORT)),
+        env_value("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri),
+        env_value("FLYWHEEL_MODEL_URI", model.uri),
+        env_value("FLYWHEEL_MODEL_NAME", model.model_name),
+        env_value("FLYWHEEL_MODEL_VERSION", model.resource),
+        env_value("FLYWHEEL_TRACK", track),
+        env_value("FLYWHEEL_PORT", str(PORT)),
     ]
     log_uri = inference_log_uri(spec, settings, namespace, service, model.resource)
     if log_uri:
         logging = spec.logging or InferenceLogging()
         flush = parse_duration(logging.flush_interval).total_seconds()
         env += [
-            _value("FLYWHEEL_INFERENCE_LOG_URI", log_uri),
-            _value("FLYWHEEL_INFERENCE_LOG_SAMPLE_RATE", f"{logging.sample_rate:g}"),
-            _value("FLYWHEEL_INFERENCE_LOG_FLUSH_SECONDS", f"{max(flush, 1):g}"),
+            env_value("FLYWHEEL_INFERENCE_LOG_URI", log_uri),
+            env_value("FLYWHEEL_INFERENCE_LOG_SAMPLE_RATE", f"{logging.sample_rate:g}"),
+            env_value("FLYWHEEL_INFERENCE_LOG_FLUSH_SECONDS", f"{max(flush, 1):g}"),
         ]
         if settings.s3_endpoint:
-            env.append(_value("FLYWHEEL_S3_ENDPOINT", settings.s3_endpoint))
+            env.append(env_value("FLYWHEEL_S3_ENDPOINT", settings.s3_endpoint))
         if log_uri.startswith("s3://") and settings.artifact_secret:
             env += secret_env(
                 settings.artifact_secret, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"
@@ -245,7 +254,3 @@ def _probe(path: str, failures: int, period: int = PROBE_PERIOD) -> dict[str, An
         "timeoutSeconds": 2,
         "failureThreshold": failures,
     }
-
-
-def _value(name: str, value: str | None) -> dict[str, Any]:
-    return {"name": name, "value": value or ""}

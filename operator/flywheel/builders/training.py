@@ -17,6 +17,7 @@ from .common import (
     RESTRICTED_POD_SECURITY,
     aws_secret_for,
     child_name,
+    env_value,
     fail_job_on_exit_codes,
     metadata,
     secret_env,
@@ -48,25 +49,27 @@ def build_training_job(
 ) -> dict[str, Any]:
     name, namespace = run["metadata"]["name"], run["metadata"]["namespace"]
     env = [
-        _value("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri),
-        _value("MLFLOW_RUN_ID", mlflow_run_id),
-        _value("MLFLOW_EXPERIMENT_NAME", experiment),
-        _value("FLYWHEEL_DATASET_URI", dataset.source.uri),
-        _value("FLYWHEEL_DATASET_FORMAT", dataset.source.format),
-        _value("FLYWHEEL_DATASET_VERSION", dataset_version),
-        _value("FLYWHEEL_OUTPUT_URI", output_uri(settings, namespace, name, mlflow_run_id)),
+        env_value("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri),
+        env_value("MLFLOW_RUN_ID", mlflow_run_id),
+        env_value("MLFLOW_EXPERIMENT_NAME", experiment),
+        env_value("FLYWHEEL_DATASET_URI", dataset.source.uri),
+        env_value("FLYWHEEL_DATASET_FORMAT", dataset.source.format),
+        env_value("FLYWHEEL_DATASET_VERSION", dataset_version),
+        env_value("FLYWHEEL_OUTPUT_URI", output_uri(settings, namespace, name, mlflow_run_id)),
     ]
     endpoint = dataset.source.endpoint or settings.s3_endpoint
     if endpoint:
-        env.append(_value("FLYWHEEL_S3_ENDPOINT", endpoint))
+        env.append(env_value("FLYWHEEL_S3_ENDPOINT", endpoint))
     target = (spec.trainer and spec.trainer.target_column) or (
         dataset.schema_.target if dataset.schema_ else None
     )
     if target:
-        env.append(_value("FLYWHEEL_TARGET_COLUMN", target))
+        env.append(env_value("FLYWHEEL_TARGET_COLUMN", target))
     env += _data_credentials(dataset, settings)
     if spec.trainer:
-        env.append(_value("FLYWHEEL_TRAINER", json.dumps(spec.trainer.to_wire(), sort_keys=True)))
+        env.append(
+            env_value("FLYWHEEL_TRAINER", json.dumps(spec.trainer.to_wire(), sort_keys=True))
+        )
         container = {"image": settings.image, "command": ["flywheel", "train"]}
         container["imagePullPolicy"] = settings.image_pull_policy
     else:
@@ -109,10 +112,6 @@ def build_training_job(
     if spec.active_deadline_seconds:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec}
-
-
-def _value(name: str, value: str | None) -> dict[str, Any]:
-    return {"name": name, "value": value or ""}
 
 
 def _data_credentials(dataset: DatasetSpec, settings: Settings) -> list[dict[str, Any]]:

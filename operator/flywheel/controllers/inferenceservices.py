@@ -181,7 +181,6 @@ def _run_canary(
     if step.decision is None or not step.decision.final:
         model = _served(canary_name, canary)
         deployment = _apply_track(body, spec, "canary", model, split.canary_replicas, settings)
-        children.apply(build_service(body, "canary"))
         ready, _ = _rollout_state(deployment)
         fields["canary"] = {
             "modelVersion": canary_name,

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from ..api import trainingrun as api_trainingrun
 from ..api.trainingrun import BuiltinTrainer
 from .errors import WorkloadError
 from .reading import (
@@ -38,19 +39,8 @@ log = logging.getLogger("flywheel.train")
 
 Task = Literal["classification", "regression"]
 
-CLASSIFICATION_METRICS = frozenset(
-    {
-        "accuracy",
-        "balanced_accuracy",
-        "f1",
-        "f1_macro",
-        "precision",
-        "recall",
-        "roc_auc",
-        "log_loss",
-    }
-)
-REGRESSION_METRICS = frozenset({"rmse", "mae", "r2"})
+CLASSIFICATION_METRICS = frozenset(api_trainingrun.CLASSIFICATION_METRICS)
+REGRESSION_METRICS = frozenset(api_trainingrun.REGRESSION_METRICS)
 PROBABILITY_METRICS = frozenset({"roc_auc", "log_loss"})
 # A text column becomes at most this many indicator columns; rarer values
 # share one "infrequent" column, so an id-like column cannot blow up memory.
