@@ -12,6 +12,8 @@ routed to `lo` (see podrunner's docstring), and the tests dial them directly.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import sys
 from pathlib import Path
 
@@ -33,12 +35,30 @@ def pod_runner(control_plane, tmp_path_factory):
     if podrunner.serving_instance(control_plane.kubeconfig, runner.node_name):
         yield runner  # served by a runner outside this session: not ours to start or stop
         return
-    runner.start()
-    try:
-        runner.wait_schedulable()
-        yield runner
-    finally:
-        runner.stop()
+    with _machine_wide_lock():
+        runner.start()
+        try:
+            runner.wait_schedulable()
+            yield runner
+        finally:
+            runner.stop()
+
+
+# Pod IPs and their route to lo are machine-wide: two runners (two test sessions
+# from two clones, each with its own control plane) would hand out the same
+# addresses and the first to stop would remove the other's route. A session
+# waits here for the other to finish.
+RUNNER_LOCK = Path("/tmp/flywheel-pod-runner.lock")
+
+
+@contextlib.contextmanager
+def _machine_wide_lock():
+    with RUNNER_LOCK.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _taint_kwok_node(control_plane) -> None:
