@@ -130,8 +130,7 @@ def test_a_full_queue_drops_and_counts_without_blocking(tmp_path: Path):
     assert rows(metrics, "dropped") == 9
 
 
-def test_a_failing_store_counts_the_rows_dropped(tmp_path: Path, monkeypatch):
-    monkeypatch.setattr("flywheel.serving.inference_log.time.sleep", lambda s: None)
+def test_a_store_that_stays_down_through_shutdown_counts_the_rows_dropped(tmp_path: Path):
     metrics = counts()
 
     def refuse(target: str, data: bytes) -> None:
@@ -143,6 +142,43 @@ def test_a_failing_store_counts_the_rows_dropped(tmp_path: Path, monkeypatch):
     log.record(batch(4), np.array(list("abcd")))
     log.close()
     assert (rows(metrics, "written"), rows(metrics, "dropped")) == (0, 4)
+
+
+def test_rows_logged_while_the_store_is_down_are_written_once_it_is_back(tmp_path: Path):
+    metrics = counts()
+    written: dict[str, bytes] = {}
+    refusals = iter(range(2))  # the first two attempts fail: an outage
+
+    def flaky(target: str, data: bytes) -> None:
+        if next(refusals, None) is not None:
+            raise OSError("store down")
+        written[target] = data
+
+    settings = LogSettings(uri="s3://bucket/log", flush_seconds=0.05)
+    log = InferenceLog(settings, SCHEMA, True, "v1", metrics, write=flaky)
+    log.start()
+    for _ in range(3):
+        log.record(batch(4), np.array(list("abcd")))
+        time.sleep(0.1)  # each request's rows in a file of their own
+    # Back off 1 s, then 2 s: the third attempt finds the store back.
+    deadline = time.monotonic() + 10
+    while rows(metrics, "written") != 12 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    log.close()
+    assert (rows(metrics, "written"), rows(metrics, "dropped")) == (12, 0)
+    assert len(written) == 3 and sorted(written) == list(written)  # oldest first
+
+
+def test_what_waits_for_the_store_is_bounded_oldest_dropped_first(tmp_path: Path):
+    metrics = counts()
+    settings = LogSettings(uri="s3://bucket/log", max_unsent_bytes=1)
+    log = InferenceLog(settings, SCHEMA, True, "v1", metrics, write=lambda t, d: None)
+    log.retry_at = float("inf")  # the store is down: files only queue
+    for rows_ in (1, 2, 3):
+        log.buffers.add(MS, batch(rows_).columns, np.array(["a"] * rows_), now=0.0)
+        log._write(log.buffers.due(float("inf")))
+    assert [r for _, _, r in log.unsent] == [3]  # only the newest is kept
+    assert rows(metrics, "dropped") == 3
 
 
 @pytest.mark.parametrize("uri", ["gs://bucket/x", "/local/path"])

@@ -15,6 +15,11 @@ float64 for regressors) and `_flywheel_model_version`. Column types come
 from the signature, so every file of a model version has the same schema.
 `close` writes whatever is buffered: the worker calls it on shutdown.
 
+A file the store refuses (an outage, a restart) is kept and tried again
+with backoff (1 s doubling to 30 s), oldest first, so rows logged while the
+store is down reach it once it is back. Memory bounds what is kept:
+past `max_unsent_bytes` of encoded files the oldest are dropped and counted.
+
 s3:// goes through boto3 (FLYWHEEL_S3_ENDPOINT, AWS_* keys); file:// writes
 local files, written under a hidden name and renamed, so a reader never sees
 half a file.
@@ -22,6 +27,7 @@ half a file.
 
 from __future__ import annotations
 
+import collections
 import io
 import logging
 import os
@@ -44,7 +50,7 @@ log = logging.getLogger("flywheel.serve")
 TIME = "_flywheel_time"
 PREDICTION = "_flywheel_prediction"
 VERSION = "_flywheel_model_version"
-WRITE_ATTEMPTS = 3
+RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 1.0, 30.0
 _STOP = object()
 
 
@@ -56,6 +62,7 @@ class LogSettings:
     batch_rows: int = 1000
     endpoint: str | None = None
     queue_requests: int = 10_000  # requests waiting for the writer, at most
+    max_unsent_bytes: int = 64 << 20  # encoded files kept while the store is down
 
 
 def hour_of(epoch_ms: int) -> str:
@@ -242,6 +249,11 @@ class InferenceLog:
         self.host = socket.gethostname()
         self.seq = 0
         self.thread = threading.Thread(target=self._run, name="inference-log", daemon=True)
+        # Files the store refused, oldest first: (target, data, rows).
+        self.unsent: collections.deque[tuple[str, bytes, int]] = collections.deque()
+        self.unsent_bytes = 0
+        self.retry_at: float | None = None
+        self.retry_delay = RETRY_FIRST_SECONDS
 
     def start(self) -> None:
         self.thread.start()
@@ -272,8 +284,8 @@ class InferenceLog:
 
     def _run(self) -> None:
         while True:
-            deadline = self.buffers.next_deadline()
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            deadlines = [d for d in (self.buffers.next_deadline(), self.retry_at) if d is not None]
+            wait = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
             try:
                 item = self.queue.get(timeout=wait)
             except queue.Empty:
@@ -283,7 +295,10 @@ class InferenceLog:
             if item is not None:
                 self.buffers.add(*item, now=time.monotonic())
             self._write(self.buffers.due(time.monotonic()))
+            if self.retry_at is not None and time.monotonic() >= self.retry_at:
+                self._send_unsent()
         self._write(self.buffers.due(float("inf")))
+        self._send_unsent(final=True)
 
     def _write(self, ready: list[HourBuffer]) -> None:
         for buffer in ready:
@@ -293,19 +308,48 @@ class InferenceLog:
                 data = parquet_bytes(
                     to_table(buffer, self.schema, self.classifier, self.model_version)
                 )
-                self._put(target, data)
             except Exception as exc:  # the log must never take the server down
                 log.warning("inference log: dropped %d rows for %s: %s", buffer.rows, target, exc)
                 self.metrics.dropped.inc(buffer.rows)
-            else:
-                self.metrics.written.inc(buffer.rows)
+                continue
+            self._keep(target, data, buffer.rows)
+        if self.retry_at is None:  # the store is not known to be down: send now
+            self._send_unsent()
 
-    def _put(self, target: str, data: bytes) -> None:
-        for attempt in range(WRITE_ATTEMPTS):
+    def _keep(self, target: str, data: bytes, rows: int) -> None:
+        self.unsent.append((target, data, rows))
+        self.unsent_bytes += len(data)
+        while self.unsent_bytes > self.settings.max_unsent_bytes and len(self.unsent) > 1:
+            old_target, old_data, old_rows = self.unsent.popleft()
+            self.unsent_bytes -= len(old_data)
+            log.warning(
+                "inference log: dropped %d rows for %s: over %d bytes wait for the store",
+                old_rows, old_target, self.settings.max_unsent_bytes,
+            )  # fmt: skip
+            self.metrics.dropped.inc(old_rows)
+
+    def _send_unsent(self, final: bool = False) -> None:
+        """Send kept files oldest first; on a failure back off (or, at shutdown, drop)."""
+        while self.unsent:
+            target, data, rows = self.unsent[0]
             try:
                 self.write(target, data)
+            except Exception as exc:
+                if final:  # shutting down with the store away: count what is lost
+                    lost = sum(r for _, _, r in self.unsent)
+                    log.warning("inference log: dropped %d rows at shutdown: %s", lost, exc)
+                    self.metrics.dropped.inc(lost)
+                    self.unsent.clear()
+                    self.unsent_bytes = 0
+                    return
+                log.warning(
+                    "inference log: %d files wait for the store (retry in %.0f s): %s",
+                    len(self.unsent), self.retry_delay, exc,
+                )  # fmt: skip
+                self.retry_at = time.monotonic() + self.retry_delay
+                self.retry_delay = min(self.retry_delay * 2, RETRY_MAX_SECONDS)
                 return
-            except Exception:
-                if attempt == WRITE_ATTEMPTS - 1:
-                    raise
-                time.sleep(0.5 * 2**attempt)
+            self.unsent.popleft()
+            self.unsent_bytes -= len(data)
+            self.metrics.written.inc(rows)
+        self.retry_at, self.retry_delay = None, RETRY_FIRST_SECONDS
