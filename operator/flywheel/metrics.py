@@ -11,7 +11,8 @@ from prometheus_client.registry import REGISTRY, Collector
 
 RECONCILES = Counter(
     "flywheel_reconcile_total",
-    "Reconciles by kind and result (ok, invalid, error).",
+    "Reconciles by kind and result (ok, invalid, error; unavailable: a dependency "
+    "was down; backoff: skipped while waiting to try it again).",
     ["kind", "result"],
 )
 RECONCILE_SECONDS = Histogram(

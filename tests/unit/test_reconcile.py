@@ -8,6 +8,7 @@ import pytest
 from flywheel.api.conditions import FALSE, ConditionUpdate
 from flywheel.api.kinds import DATASET, TRAINING_RUN
 from flywheel.controllers import trainingruns
+from flywheel.controllers.backoff import Backoff
 from flywheel.controllers.reconcile import Assessment, accepted, reconcile
 
 
@@ -77,3 +78,46 @@ def test_missing_dataset_is_named_with_the_field(events):
     patch = run(TRAINING_RUN, obj, lambda s, b: trainingruns.assess(s, b, present))
     accepted = next(c for c in patch["status"]["conditions"] if c["type"] == "Accepted")
     assert accepted["status"] == "True"
+
+
+def mlflow_down(spec, body) -> Assessment:
+    why = "MLflow at http://mlflow is unavailable: connection refused"
+    return Assessment(
+        "Pending", [accepted(), ConditionUpdate("Ready", FALSE, "MLflowUnavailable", why)]
+    )
+
+
+def test_a_dependency_outage_is_retried_after_a_doubling_delay(events, monkeypatch):
+    now = [0.0]
+    backoff = Backoff(first=5.0, cap=60.0, clock=lambda: now[0])
+    monkeypatch.setattr("flywheel.controllers.reconcile.DEPENDENCY_BACKOFF", backoff)
+    obj = body("Dataset", {"source": {"uri": "s3://b/x", "format": "csv"}}, generation=1)
+    calls = []
+
+    def assess(spec, b):
+        calls.append(now[0])
+        return mlflow_down(spec, b)
+
+    for second in range(0, 40):  # a resync every second for 40 s
+        now[0] = float(second)
+        patch = run(DATASET, obj, assess)
+        if patch.status:
+            obj["status"] = {**obj["status"], **patch.status}
+    assert calls == [0.0, 5.0, 15.0, 35.0]
+    ready = next(c for c in obj["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["message"].endswith("(attempt 4; next in 40 s)")
+    assert [e[1] for e in events].count("MLflowUnavailable") == 1
+    # The user changes the spec: tried at once, whatever the delay.
+    obj["metadata"]["generation"] = 2
+    run(DATASET, obj, assess)
+    assert calls[-1] == 39.0 and len(calls) == 5
+
+
+def test_backoff_caps_and_resets_on_success():
+    now = [0.0]
+    backoff = Backoff(first=5.0, cap=60.0, clock=lambda: now[0])
+    delays = [backoff.failed("k")[1] for _ in range(6)]
+    assert delays == [5.0, 10.0, 20.0, 40.0, 60.0, 60.0]
+    assert not backoff.due("k")
+    backoff.succeeded("k")
+    assert backoff.due("k") and backoff.failed("k") == (1, 5.0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import kopf
@@ -20,8 +20,14 @@ from pydantic import BaseModel, ValidationError
 from ..api.conditions import FALSE, TRUE, ConditionUpdate, find, merge_conditions
 from ..api.kinds import Kind
 from ..metrics import PHASES, RECONCILE_SECONDS, RECONCILES
+from .backoff import Backoff
 
 ACCEPTED, READY = "Accepted", "Ready"
+# Ready reasons that mean a dependency is down, not that the object is wrong:
+# the object waits a growing delay between attempts (backoff.py) instead of
+# trying again on every resync tick.
+UNAVAILABLE = frozenset({"MLflowUnavailable", "ArtifactStoreUnavailable"})
+DEPENDENCY_BACKOFF = Backoff(first=5.0, cap=60.0)
 # At most this many validation problems are listed in one message.
 _MAX_ERRORS = 5
 
@@ -55,6 +61,7 @@ def _lock_for(uid: str) -> threading.Lock:
 def forget_lock(uid: str) -> None:
     with _locks_guard:
         _object_locks.pop(uid, None)
+    DEPENDENCY_BACKOFF.forget(f"{uid}/")
 
 
 def reconcile(kind: Kind, body: Mapping[str, Any], patch: kopf.Patch, assess: Assess) -> None:
@@ -66,6 +73,11 @@ def _reconcile(kind: Kind, body: Mapping[str, Any], patch: kopf.Patch, assess: A
     started = time.monotonic()
     meta = body["metadata"]
     result = "ok"
+    # A new generation (the user changed the spec) is tried at once.
+    backoff_key = f"{meta.get('uid')}/{meta.get('generation')}"
+    if not DEPENDENCY_BACKOFF.due(backoff_key):
+        RECONCILES.labels(kind.kind, "backoff").inc()
+        return
     try:
         spec = kind.spec.model_validate(body.get("spec") or {})
     except ValidationError as err:
@@ -80,6 +92,17 @@ def _reconcile(kind: Kind, body: Mapping[str, Any], patch: kopf.Patch, assess: A
             raise kopf.TemporaryError(
                 f"Kubernetes API: {err.status} {err.reason}", delay=10
             ) from err
+    if _waits_on_dependency(assessment):
+        failures, delay = DEPENDENCY_BACKOFF.failed(backoff_key)
+        assessment.conditions = [
+            replace(c, message=f"{c.message} (attempt {failures}; next in {delay:.0f} s)")
+            if c.type == READY
+            else c
+            for c in assessment.conditions
+        ]
+        result = "unavailable"
+    else:
+        DEPENDENCY_BACKOFF.succeeded(backoff_key)
     old = dict(body.get("status") or {})
     new = render_status(old, assessment, meta.get("generation"))
     changes = {k: v for k, v in new.items() if old.get(k) != v}
@@ -91,6 +114,10 @@ def _reconcile(kind: Kind, body: Mapping[str, Any], patch: kopf.Patch, assess: A
     PHASES.record(kind.kind, meta.get("namespace", ""), meta["name"], new["phase"])
     RECONCILES.labels(kind.kind, result).inc()
     RECONCILE_SECONDS.labels(kind.kind).observe(time.monotonic() - started)
+
+
+def _waits_on_dependency(assessment: Assessment) -> bool:
+    return any(c.type == READY and c.reason in UNAVAILABLE for c in assessment.conditions)
 
 
 def render_status(
