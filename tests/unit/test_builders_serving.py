@@ -131,25 +131,40 @@ def test_promoted_canary_serves_until_spec_stable_changes():
 
 def test_production_alias_waits_for_mlflow_without_stopping_service(monkeypatch):
     from flywheel.controllers import inferenceservices
+    from flywheel.controllers.backoff import Backoff
 
     calls = []
+    now = [0.0]
+    monkeypatch.setattr(
+        inferenceservices, "ALIAS_BACKOFF", Backoff(first=5.0, cap=60.0, clock=lambda: now[0])
+    )
 
     def unreachable(*args):
         calls.append(args)
         raise ConnectionError("Connection refused")
 
+    def move(status, fields, events):
+        inferenceservices._move_production_alias("u", status, fields, events, serving, SETTINGS)
+
     monkeypatch.setattr(inferenceservices.tracking, "set_alias", unreachable)
     serving = {"modelName": "iris", "registryVersion": "4"}
     fields, events = {}, []
-    inferenceservices._move_production_alias({}, fields, events, serving, SETTINGS)
+    for second in range(10):  # a resync every second while MLflow is down
+        now[0] = float(second)
+        move({}, fields, events)
     assert "productionAlias" not in fields  # retried on a later resync
+    assert len(calls) == 2  # at 0 s and 5 s: backing off, not every resync
     assert events == [
-        ("Warning", "AliasNotMoved", "MLflow alias production -> iris/4: Connection refused")
-    ]
+        (
+            "Warning",
+            "AliasNotMoved",
+            "MLflow alias production -> iris/4: Connection refused; retrying with backoff",
+        )
+    ]  # one Warning for the outage
     monkeypatch.setattr(inferenceservices.tracking, "set_alias", lambda *a: calls.append(a))
-    inferenceservices._move_production_alias({}, fields, [], serving, SETTINGS)
+    now[0] = 15.0
+    move({}, fields, [])
     assert fields["productionAlias"] == "iris/4"
     assert calls[-1] == ("http://mlflow:5000", "iris", "production", "4")
-    done = {"productionAlias": "iris/4"}
-    inferenceservices._move_production_alias(done, {}, [], serving, SETTINGS)
-    assert len(calls) == 2  # already there: MLflow is not asked again
+    move({"productionAlias": "iris/4"}, {}, [])
+    assert len(calls) == 3  # already there: MLflow is not asked again

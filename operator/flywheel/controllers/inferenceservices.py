@@ -32,6 +32,7 @@ from ..policy.jobs import stuck_pod
 from ..policy.traffic import effective_percent, plan_split
 from ..settings import Settings
 from . import rollout
+from .backoff import Backoff
 from .handlers import register
 from .indexes import lookup
 from .monitoring import auto_canary, monitor
@@ -40,6 +41,7 @@ from .refs import Missing, missing_reference
 
 SETTINGS = Settings.from_env()
 PRODUCTION = "production"
+ALIAS_BACKOFF = Backoff(first=5.0, cap=60.0)
 GATEWAY_API = "gateway.networking.k8s.io/v1"
 
 
@@ -109,7 +111,7 @@ def assess(
     if status.get("servingModelVersion") != stable_name:
         events.append(("Normal", "Serving", f"{stable_name} serves as stable"))
     fields["servingModelVersion"] = stable_name
-    _move_production_alias(status, fields, events, stable, settings)
+    _move_production_alias(meta["uid"], status, fields, events, stable, settings)
 
     loop = monitor(body, spec, status, stable, datasets, runs, settings, now)
     fields.update(loop.fields)
@@ -206,7 +208,7 @@ def _promoted(body, spec, status, fields, events, canary_name, canary, settings)
     deployment = _apply_track(
         body, spec, "stable", _served(canary_name, canary), stable_replicas, settings
     )
-    _move_production_alias(status, fields, events, canary, settings)
+    _move_production_alias(body["metadata"]["uid"], status, fields, events, canary, settings)
     ready, _ = _rollout_state(deployment)
     fields.update(
         servingModelVersion=canary_name,
@@ -265,12 +267,14 @@ def _verdict(
     return Assessment(phase, [accepted(), *conditions], fields, events)
 
 
-def _move_production_alias(status, fields, events, serving, settings: Settings) -> None:
+def _move_production_alias(uid, status, fields, events, serving, settings: Settings) -> None:
     """Point MLflow's `production` alias at the serving model's registry version.
     MLflow being down does not stop serving: the alias moves on a later resync
-    (status.productionAlias says where it points now)."""
+    (status.productionAlias says where it points now), tried again after a
+    growing delay, with one Warning for the outage rather than one per try."""
     wanted = f"{serving['modelName']}/{serving['registryVersion']}"
-    if status.get("productionAlias") == wanted:
+    key = f"{uid}/production-alias"
+    if status.get("productionAlias") == wanted or not ALIAS_BACKOFF.due(key):
         return
     try:
         tracking.set_alias(
@@ -280,9 +284,13 @@ def _move_production_alias(status, fields, events, serving, settings: Settings) 
             serving["registryVersion"],
         )
     except Exception as err:  # MLflow unreachable or refusing: say so, retry later
-        why = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-        events.append(("Warning", "AliasNotMoved", f"MLflow alias production -> {wanted}: {why}"))
+        failures, delay = ALIAS_BACKOFF.failed(key)
+        if failures == 1:
+            why = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+            message = f"MLflow alias production -> {wanted}: {why}; retrying with backoff"
+            events.append(("Warning", "AliasNotMoved", message))
         return
+    ALIAS_BACKOFF.succeeded(key)
     fields["productionAlias"] = wanted
     events.append(("Normal", "AliasMoved", f"MLflow alias production -> {wanted}"))
 
