@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from ..api.conditions import FALSE, TRUE, ConditionUpdate
 from ..api.dataset import DatasetSpec
@@ -163,22 +164,38 @@ def _follow(spec, body, status, settings: Settings) -> Assessment:
         running = _not_ready("Training", f"Job {status['jobName']} is training")
         return Assessment("Running", [accepted(), running], fields)
     outcome = read_training_outcome(job, pods)
-    run = _mlflow_run(settings, status["mlflowRunId"])
-    fields.update(_timing(status))
+    # The Job is done but its record is in MLflow: finishing without it would
+    # lose the run's metrics and link for good, so wait for MLflow instead.
+    try:
+        run = _mlflow_run(settings, status["mlflowRunId"])
+        if run is not None and not outcome.succeeded:
+            tracking.fail_run(settings.mlflow_tracking_uri, run.run_id)
+        if outcome.succeeded:
+            metrics = dict(run.metrics) if run else {}
+            metrics.update((outcome.result or {}).get("metrics") or {})
+            fields["metrics"] = metrics
+            return _succeeded(spec, body, status, fields, outcome, run, settings)
+    except ApiException:
+        raise  # the apiserver's trouble, not MLflow's: reconcile retries it
+    except Exception as err:
+        why = f"MLflow at {settings.mlflow_tracking_uri} is unavailable: {_short(err)}"
+        return Assessment("Running", [accepted(), _not_ready("MLflowUnavailable", why)], fields)
+    fields.update(_finished(status, run, settings))
+    return _failed({**status, **fields}, outcome.failure)
+
+
+def _finished(status, run, settings: Settings) -> dict[str, Any]:
+    """Timing and the MLflow link: written once, when the run's outcome is final."""
+    fields = _timing(status)
     if run is not None:
         fields["mlflowRunUrl"] = tracking.run_url(settings.mlflow_tracking_uri, run)
-    if not outcome.succeeded:
-        if run is not None:
-            tracking.fail_run(settings.mlflow_tracking_uri, run.run_id)
-        return _failed({**status, **fields}, outcome.failure)
-    metrics = dict(run.metrics) if run else {}
-    metrics.update((outcome.result or {}).get("metrics") or {})
-    fields["metrics"] = metrics
-    return _succeeded(spec, body, {**status, **fields}, fields, outcome, settings)
+    return fields
 
 
-def _succeeded(spec, body, status, fields, outcome, settings: Settings) -> Assessment:
+def _succeeded(spec, body, status, fields, outcome, run, settings: Settings) -> Assessment:
     register_ = spec.register_
+    fields.update(_finished(status, run, settings))
+    status = {**status, **fields}
     if register_ is None:
         done = ConditionUpdate(READY, TRUE, "Trained", "training finished; nothing to register")
         return Assessment("Succeeded", [accepted(), done], fields)
@@ -236,10 +253,14 @@ def _restate(status) -> Assessment:
 
 
 def _mlflow_run(settings: Settings, run_id: str):
+    """The run, or None when MLflow says there is none (deleted); an
+    unreachable MLflow raises."""
     try:
         return tracking.get_run(settings.mlflow_tracking_uri, run_id)
-    except Exception:
-        return None
+    except Exception as err:
+        if tracking.refused(err):
+            return None
+        raise
 
 
 def _timing(status) -> dict[str, Any]:
