@@ -20,6 +20,7 @@ Python environment on a free 127.0.0.1 port with
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -132,7 +133,17 @@ class MlflowServer:
             "--backend-store-uri", f"sqlite:///{self.db}",
             "--serve-artifacts", "--artifacts-destination", self.artifacts_destination,
         ]  # fmt: skip
-        env = clean_env({
+        env = self._server_env()
+        self.daemon.write_state(state)
+        self.daemon.spawn(state["argv"], env, cwd=self.state_dir)
+        took = self.daemon.wait_ready(
+            lambda: http_status(self.tracking_uri + "/health") == 200, UP_TIMEOUT
+        )
+        log(NAME, f"up in {took:.1f}s at {self.tracking_uri} ({self.state_dir})")
+        return self
+
+    def _server_env(self) -> dict[str, str]:
+        return clean_env({
             **self.s3_env,
             # The server's boto3 reads no developer's ~/.aws files.
             "AWS_CONFIG_FILE": os.devnull,
@@ -143,13 +154,20 @@ class MlflowServer:
             # The background job runner (for GenAI judges) is not used: save its processes.
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         })  # fmt: skip
-        self.daemon.write_state(state)
-        self.daemon.spawn(state["argv"], env, cwd=self.state_dir)
-        took = self.daemon.wait_ready(
-            lambda: http_status(self.tracking_uri + "/health") == 200, UP_TIMEOUT
-        )
-        log(NAME, f"up in {took:.1f}s at {self.tracking_uri} ({self.state_dir})")
-        return self
+
+    @contextlib.contextmanager
+    def outage(self):
+        """The server stopped (connections refused) for the `with` block, then
+        started again on the same port with the same database: an outage."""
+        state = self.daemon.read_state()
+        self.daemon.stop()
+        try:
+            yield
+        finally:
+            self.daemon.spawn(state["argv"], self._server_env(), cwd=self.state_dir)
+            self.daemon.wait_ready(
+                lambda: http_status(self.tracking_uri + "/health") == 200, UP_TIMEOUT
+            )
 
     def stop(self) -> None:
         """Stop the server (its whole process group) and drop the database."""

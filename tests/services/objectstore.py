@@ -146,18 +146,33 @@ class ObjectStore:
             "posix",
             str(self.data_dir),
         ]
+        self.daemon.write_state(state)
+        self.daemon.spawn(state["argv"], self._server_env(), cwd=self.state_dir)
+        took = self.daemon.wait_ready(self._answers, UP_TIMEOUT)
+        log(NAME, f"up in {took:.2f}s at {self.endpoint_url} ({self.state_dir})")
+        return self
+
+    def _server_env(self) -> dict[str, str]:
         # Keys go in through the environment, never the command line (`ps` shows that).
         # Its flags also read VGW_* and ROOT_* variables: none of the caller's apply.
+        state = self._state
         keys = {
             "ROOT_ACCESS_KEY_ID": state["access_key"],
             "ROOT_SECRET_ACCESS_KEY": state["secret_key"],
         }
-        env = clean_env(keys, drop=("VGW_", "ROOT_ACCESS_KEY", "ROOT_SECRET"))
-        self.daemon.write_state(state)
-        self.daemon.spawn(state["argv"], env, cwd=self.state_dir)
-        took = self.daemon.wait_ready(self._answers, UP_TIMEOUT)
-        log(NAME, f"up in {took:.2f}s at {self.endpoint_url} ({self.state_dir})")
-        return self
+        return clean_env(keys, drop=("VGW_", "ROOT_ACCESS_KEY", "ROOT_SECRET"))
+
+    @contextlib.contextmanager
+    def outage(self):
+        """The store stopped (connections refused) for the `with` block, then
+        started again on the same port with the same buckets: an outage."""
+        state = self._state
+        self.daemon.stop()
+        try:
+            yield
+        finally:
+            self.daemon.spawn(state["argv"], self._server_env(), cwd=self.state_dir)
+            self.daemon.wait_ready(self._answers, UP_TIMEOUT)
 
     def stop(self) -> None:
         """Stop the server and drop its buckets; the keys stay for the next `up`."""
