@@ -129,7 +129,7 @@ def tensor(index: int, item: Any) -> Tensor:
             f"input {name!r}: 'shape' must be a list of non-negative integers", name, status=400
         )
     datatype = item.get("datatype")
-    if datatype not in DATATYPE_KINDS:
+    if not isinstance(datatype, str) or datatype not in DATATYPE_KINDS:  # [] is unhashable
         raise InputError(
             f"input {name!r}: datatype {datatype!r} is not one of "
             f"{', '.join(sorted(DATATYPE_KINDS))}",
