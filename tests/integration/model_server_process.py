@@ -19,7 +19,7 @@ from kube_helpers import free_port, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 FLYWHEEL = Path(sys.executable).with_name("flywheel")  # the installed entry point
-START_SECONDS = 90  # two workers importing MLflow on a small machine
+START_SECONDS = 180  # two workers importing MLflow on a small, shared machine
 
 
 @dataclass
