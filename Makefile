@@ -14,7 +14,7 @@ DEMO_NS ?= flywheel-demo
 export FLYWHEEL_CACHE := $(CACHE)
 
 .PHONY: help install cluster-bin cluster-up cluster-down services-bin services-up services-down \
-        crds lint test demo demo-down operator-up operator-down demo-runner demo-operator \
+        crds lint test soak demo demo-down operator-up operator-down demo-runner demo-operator \
         helm-bin manifests image kind-up kind-load deploy
 
 help: ## list the targets
@@ -66,6 +66,10 @@ lint: install ## ruff, import boundaries, and the CRDs are up to date
 
 test: install cluster-bin services-bin ## unit and integration tests against a real control plane
 	$(PY) -m pytest tests
+
+soak: install cluster-bin services-bin ## 10 minutes of load on the model server; MLflow and S3 down a minute each
+	FLYWHEEL_LOAD_SECONDS=600 FLYWHEEL_OUTAGE_SECONDS=60 $(PY) -m pytest -s \
+	  tests/integration/test_model_server_load.py tests/integration/test_outages.py
 
 operator-up: cluster-up ## run the operator in the background against the local cluster
 	@$(KUBECTL) apply --server-side -f crds/ >/dev/null
