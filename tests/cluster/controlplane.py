@@ -252,6 +252,28 @@ class ControlPlane:
         with self._lock("start.lock"):
             self._stop()
 
+    def restart(self, *components: str) -> None:
+        """Stop `components` (etcd, kube-apiserver, ...) and start them again on
+        the same ports, keeping etcd's data: what a node reboot or a control-
+        plane upgrade does to clients. Returns once the apiserver is ready."""
+        unknown = set(components) - set(RESTARTABLE)
+        if unknown:
+            raise ValueError(f"cannot restart {sorted(unknown)}; only {list(RESTARTABLE)}")
+        with self._lock("start.lock"):
+            self._load_ports()
+            ordered = [c for c in COMPONENTS if c in components]
+            for component in reversed(ordered):
+                pid = self._pid(component)
+                if pid:
+                    log(f"stopping {component} (pid {pid}) for a restart")
+                    _terminate(pid)
+            deadline = time.monotonic() + UP_TIMEOUT
+            for component in ordered:
+                RESTARTABLE[component](self)
+                if component == "etcd":
+                    self._wait("etcd", deadline, self._etcd_healthy)
+            self._wait("kube-apiserver", deadline, lambda: self._get("/readyz") is not None)
+
     @contextlib.contextmanager
     def claimed(self):
         """Mark the cluster as in use by this test session while the block runs."""
@@ -530,6 +552,13 @@ class ControlPlane:
 
 
 _CHILDREN: dict[int, subprocess.Popen] = {}
+
+# What `restart` can start again on its own: the data plane of the API. The
+# others keep running and reconnect, as they would in a real cluster.
+RESTARTABLE: dict[str, Callable[[ControlPlane], None]] = {
+    "etcd": ControlPlane._start_etcd,
+    "kube-apiserver": ControlPlane._start_apiserver,
+}
 
 
 def _terminate(pid: int) -> None:
