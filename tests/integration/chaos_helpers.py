@@ -3,6 +3,7 @@ children by owner, MLflow runs and registry versions by their tags."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from mlflow import MlflowClient
 
 from flywheel.api.common import GROUP, VERSION
 from flywheel.api.kinds import BY_KIND
+from flywheel.builders.common import RESTRICTED_CONTAINER_SECURITY, RESTRICTED_POD_SECURITY
+from flywheel.builders.drift import drift_selector
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -108,3 +111,43 @@ def still(objects, namespace: str, pairs: list[tuple[str, str]], seconds: float)
     before = resource_versions(objects, namespace, pairs)
     time.sleep(seconds)
     return before, resource_versions(objects, namespace, pairs)
+
+
+def drift_check_job(service: str, name: str) -> dict:
+    """A finished drift check of `service` that found drift, as the drift
+    CronJob's Job leaves it: the same labels, the verdict in the pod's
+    termination message. It runs for real on the pod-runner node; only the
+    verdict is fixed, so no traffic is needed."""
+    verdict = {
+        "ok": True,
+        "result": "Drift",
+        "share": 0.75,
+        "threshold": 0.5,
+        "rows": {"reference": 150, "current": 150},
+        "features": [{"name": "petal_length", "score": 0.001, "drifted": True}],
+    }
+    script = f"open('/dev/termination-log', 'w').write({json.dumps(json.dumps(verdict))})"
+    pod = {
+        "restartPolicy": "Never",
+        "securityContext": RESTRICTED_POD_SECURITY,
+        "containers": [
+            {
+                "name": "check",
+                "image": "flywheel:dev",
+                "command": ["python", "-c", script],
+                "securityContext": RESTRICTED_CONTAINER_SECURITY,
+            }
+        ],
+    }
+    labels = drift_selector(service)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"backoffLimit": 0, "template": {"metadata": {"labels": labels}, "spec": pod}},
+    }
+
+
+def job_complete(kube_api, namespace: str, name: str) -> bool:
+    job = client.BatchV1Api(kube_api).read_namespaced_job(name, namespace)
+    return bool(job.status.completion_time)

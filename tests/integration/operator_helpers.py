@@ -52,13 +52,13 @@ class OperatorProcess:
         self.process.kill()
         self.process.wait()
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 20) -> None:
         self.process.terminate()
         try:
-            self.process.wait(timeout=20)
+            self.process.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            pytest.fail("the operator did not stop within 20 s of SIGTERM")
+            pytest.fail(f"the operator did not stop within {grace:.0f} s of SIGTERM")
 
 
 ARTIFACT_BUCKET = "flywheel-artifacts"
