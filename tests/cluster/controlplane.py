@@ -252,7 +252,7 @@ class ControlPlane:
         with self._lock("start.lock"):
             self._stop()
 
-    def restart(self, *components: str) -> None:
+    def restart(self, *components: str, timeout: float = UP_TIMEOUT) -> None:
         """Stop `components` (etcd, kube-apiserver, ...) and start them again on
         the same ports, keeping etcd's data: what a node reboot or a control-
         plane upgrade does to clients. Returns once the apiserver is ready."""
@@ -267,12 +267,28 @@ class ControlPlane:
                 if pid:
                     log(f"stopping {component} (pid {pid}) for a restart")
                     _terminate(pid)
-            deadline = time.monotonic() + UP_TIMEOUT
+                # Gone, not crashed: _wait would take a stale pid file for an exit.
+                (self.state_dir / f"{component}.pid").unlink(missing_ok=True)
+            deadline = time.monotonic() + timeout
             for component in ordered:
                 RESTARTABLE[component](self)
                 if component == "etcd":
                     self._wait("etcd", deadline, self._etcd_healthy)
-            self._wait("kube-apiserver", deadline, lambda: self._get("/readyz") is not None)
+            try:
+                self._wait("kube-apiserver", deadline, lambda: self._get("/readyz") is not None)
+            except StartupError as err:
+                raise StartupError(f"{err}\n/readyz?verbose:\n{self._readiness()}") from None
+
+    def _readiness(self) -> str:
+        """The apiserver's own account of which readiness checks fail."""
+        url = f"https://127.0.0.1:{self.ports['kube-apiserver']}/readyz?verbose"
+        try:
+            with urllib.request.urlopen(url, context=self._tls(), timeout=30) as resp:
+                return resp.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.read().decode()
+        except OSError as err:
+            return f"unreachable: {err}"
 
     @contextlib.contextmanager
     def claimed(self):
