@@ -14,7 +14,7 @@ DEMO_NS ?= flywheel-demo
 export FLYWHEEL_CACHE := $(CACHE)
 
 .PHONY: help install cluster-bin cluster-up cluster-down services-bin services-up services-down \
-        crds lint test demo demo-down operator-up operator-down demo-runner demo-operator \
+        crds lint test soak demo demo-down operator-up operator-down demo-runner demo-operator \
         helm-bin manifests image kind-up kind-load deploy
 
 help: ## list the targets
@@ -66,6 +66,9 @@ lint: install ## ruff, import boundaries, and the CRDs are up to date
 
 test: install cluster-bin services-bin ## unit and integration tests against a real control plane
 	$(PY) -m pytest tests
+
+soak: install cluster-bin ## the operator's memory over a soak of 2,000 objects (SOAK_OBJECTS, SOAK_ROUNDS)
+	$(PY) -m pytest -m soak -s tests/integration/test_operator_soak.py
 
 operator-up: cluster-up ## run the operator in the background against the local cluster
 	@$(KUBECTL) apply --server-side -f crds/ >/dev/null
