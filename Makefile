@@ -67,9 +67,10 @@ lint: install ## ruff, import boundaries, and the CRDs are up to date
 test: install cluster-bin services-bin ## unit and integration tests against a real control plane
 	$(PY) -m pytest tests
 
-soak: install cluster-bin services-bin ## 10 minutes of load on the model server; MLflow and S3 down a minute each
+soak: install cluster-bin services-bin ## long runs: 10 min of model-server load, MLflow/S3 down a minute each, the operator over 2,000 objects
 	FLYWHEEL_LOAD_SECONDS=600 FLYWHEEL_OUTAGE_SECONDS=60 $(PY) -m pytest -s \
 	  tests/integration/test_model_server_load.py tests/integration/test_outages.py
+	$(PY) -m pytest -m soak -s tests/integration/test_operator_soak.py
 
 operator-up: cluster-up ## run the operator in the background against the local cluster
 	@$(KUBECTL) apply --server-side -f crds/ >/dev/null

@@ -252,6 +252,44 @@ class ControlPlane:
         with self._lock("start.lock"):
             self._stop()
 
+    def restart(self, *components: str, timeout: float = UP_TIMEOUT) -> None:
+        """Stop `components` (etcd, kube-apiserver, ...) and start them again on
+        the same ports, keeping etcd's data: what a node reboot or a control-
+        plane upgrade does to clients. Returns once the apiserver is ready."""
+        unknown = set(components) - set(RESTARTABLE)
+        if unknown:
+            raise ValueError(f"cannot restart {sorted(unknown)}; only {list(RESTARTABLE)}")
+        with self._lock("start.lock"):
+            self._load_ports()
+            ordered = [c for c in COMPONENTS if c in components]
+            for component in reversed(ordered):
+                pid = self._pid(component)
+                if pid:
+                    log(f"stopping {component} (pid {pid}) for a restart")
+                    _terminate(pid)
+                # Gone, not crashed: _wait would take a stale pid file for an exit.
+                (self.state_dir / f"{component}.pid").unlink(missing_ok=True)
+            deadline = time.monotonic() + timeout
+            for component in ordered:
+                RESTARTABLE[component](self)
+                if component == "etcd":
+                    self._wait("etcd", deadline, self._etcd_healthy)
+            try:
+                self._wait("kube-apiserver", deadline, lambda: self._get("/readyz") is not None)
+            except StartupError as err:
+                raise StartupError(f"{err}\n/readyz?verbose:\n{self._readiness()}") from None
+
+    def _readiness(self) -> str:
+        """The apiserver's own account of which readiness checks fail."""
+        url = f"https://127.0.0.1:{self.ports['kube-apiserver']}/readyz?verbose"
+        try:
+            with urllib.request.urlopen(url, context=self._tls(), timeout=30) as resp:
+                return resp.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.read().decode()
+        except OSError as err:
+            return f"unreachable: {err}"
+
     @contextlib.contextmanager
     def claimed(self):
         """Mark the cluster as in use by this test session while the block runs."""
@@ -530,6 +568,13 @@ class ControlPlane:
 
 
 _CHILDREN: dict[int, subprocess.Popen] = {}
+
+# What `restart` can start again on its own: the data plane of the API. The
+# others keep running and reconnect, as they would in a real cluster.
+RESTARTABLE: dict[str, Callable[[ControlPlane], None]] = {
+    "etcd": ControlPlane._start_etcd,
+    "kube-apiserver": ControlPlane._start_apiserver,
+}
 
 
 def _terminate(pid: int) -> None:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from kube_helpers import RESYNC_SECONDS, Objects, free_port, wait_for
+from kube_helpers import Objects
 from kubernetes import client
+from operator_helpers import ARTIFACT_BUCKET, operator_env, operator_process
 from sample_data import upload_sample_data
 from training_helpers import iris_dataset, wait_dataset_ready
 
@@ -33,20 +30,6 @@ def objects(kube_api, crds) -> Objects:
     return Objects(client.CustomObjectsApi(kube_api))
 
 
-@dataclass
-class OperatorProcess:
-    process: subprocess.Popen
-    log: Path
-    metrics_url: str
-    liveness_url: str
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-ARTIFACT_BUCKET = "flywheel-artifacts"
-
-
 @pytest.fixture(scope="session")
 def operator(control_plane, crds, object_store, mlflow_server, pod_runner, tmp_path_factory):
     """`flywheel run` as a real process against the control plane, with the
@@ -54,49 +37,10 @@ def operator(control_plane, crds, object_store, mlflow_server, pod_runner, tmp_p
     pod-runner node."""
     object_store.make_bucket(ARTIFACT_BUCKET)
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    metrics_port, liveness_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(control_plane.kubeconfig),
-        "FLYWHEEL_RESYNC_SECONDS": str(RESYNC_SECONDS),
-        "FLYWHEEL_IMAGE": "flywheel:dev",
-        "FLYWHEEL_S3_ENDPOINT": object_store.endpoint_url,
-        "FLYWHEEL_ARTIFACT_ROOT": f"s3://{ARTIFACT_BUCKET}",
-        "FLYWHEEL_ARTIFACT_SECRET": "flywheel-artifacts",
-        "MLFLOW_TRACKING_URI": mlflow_server.tracking_uri,
-    }
-    command = [
-        sys.executable, "-m", "flywheel.cli", "run",
-        "--metrics-address", "127.0.0.1", "--metrics-port", str(metrics_port),
-        "--liveness", f"http://127.0.0.1:{liveness_port}/healthz",
-        "--log-format", "json",
-    ]  # fmt: skip
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
-    running = OperatorProcess(
-        process,
-        log,
-        metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
-        liveness_url=f"http://127.0.0.1:{liveness_port}/healthz",
-    )
-
-    def healthy():
-        if process.poll() is not None:
-            pytest.fail(f"operator exited with {process.returncode}:\n{running.log_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(running.liveness_url, timeout=2) as answer:
-                return answer.status == 200
-        except OSError:
-            return False
-
-    wait_for(healthy, timeout=60, what="the operator's liveness endpoint")
+    running = operator_process(operator_env(control_plane, object_store, mlflow_server), log)
+    running.start(timeout=60)
     yield running
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        pytest.fail("the operator did not stop within 20 s of SIGTERM")
+    running.stop()
 
 
 @pytest.fixture
