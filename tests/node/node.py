@@ -244,6 +244,8 @@ state = "{base / "state"}"
       runtime_type = "io.containerd.runc.v2"
       [{cri}.containerd.runtimes.runc.options]
         BinaryName = "{shutil.which("runc") or "/usr/sbin/runc"}"
+        # runc's own state too, apart from a system containerd's /run/containerd/runc.
+        Root = "{base / "runc"}"
         # cgroup v1 with the cgroupfs driver, the kubelet's cgroupDriver.
         SystemdCgroup = false
   [{cri}.cni]
