@@ -58,7 +58,6 @@ PAUSE_IMAGE = "registry.k8s.io/pause:3.10.1"
 # Older tags some tools and charts name; the same image answers to them.
 PAUSE_ALIASES = ("registry.k8s.io/pause:3.10",)
 BUSYBOX_IMAGE = "flywheel.local/busybox:1"
-SNAPSHOTTER = "overlayfs"
 DAEMONS = ("containerd", "kubelet", "kube-proxy")  # started in this order
 UP_TIMEOUT = 180.0
 # One node per machine: the bridge, the pod subnet and kube-proxy's iptables
@@ -96,6 +95,7 @@ class Node:
             state_dir=self.dir / "cluster", bin_dir=self.bin_dir, node_address=HOST_IP
         )
         self.kubeconfig = self.cluster.kubeconfig
+        self.snapshotter = _snapshotter(self.dir)
 
     # ------------------------------------------------------------- public
 
@@ -138,7 +138,7 @@ class Node:
     def import_image(self, archive: Path, also_tag: tuple[str, ...] = ()) -> bool:
         """Load an OCI archive (tests/node/oci_image.py) into the node's containerd."""
         return oci_image.import_image(
-            archive, str(self.socket), snapshotter=SNAPSHOTTER, also_tag=also_tag
+            archive, str(self.socket), snapshotter=self.snapshotter, also_tag=also_tag
         )
 
     def kubectl(self, *args: str, check: bool = True, input: str | None = None):
@@ -238,7 +238,7 @@ state = "{base / "state"}"
   # sandboxes ("can't get final child's PID from pipe") without this.
   restrict_oom_score_adj = true
   [{cri}.containerd]
-    snapshotter = "{SNAPSHOTTER}"
+    snapshotter = "{self.snapshotter}"
     default_runtime_name = "runc"
     [{cri}.containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
@@ -485,6 +485,19 @@ state = "{base / "state"}"
             yield
 
 
+def _snapshotter(where: Path) -> str:
+    """overlayfs, containerd's default, when the kernel has it and `where` is not
+    itself on overlayfs (e.g. inside a container, where overlay-on-overlay fails);
+    else native, which copies whole layers but works anywhere."""
+    if "\toverlay\n" not in Path("/proc/filesystems").read_text():
+        return "native"
+    probe = where
+    while not probe.exists():
+        probe = probe.parent
+    fstype = sh("stat", "-f", "-c", "%T", str(probe), check=False).stdout.strip()
+    return "native" if fstype == "overlayfs" else "overlayfs"
+
+
 # What the kubelet makes in iptables (kube-proxy --cleanup does not know them).
 KUBELET_CHAINS = ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT")
 
@@ -546,6 +559,7 @@ def main(argv: list[str]) -> int:
             print(f"export PATH={node.bin_dir}:$PATH")
             print(f"export FLYWHEEL_NODE_HOST_IP={HOST_IP}")
             print(f"export CONTAINERD_ADDRESS={node.socket}")
+            print("export CONTAINERD_NAMESPACE=k8s.io")
             print(f"export CONTAINER_RUNTIME_ENDPOINT=unix://{node.socket}")
     except (NodeError, controlplane.StartupError, subprocess.CalledProcessError) as err:
         log(f"failed: {err}")
