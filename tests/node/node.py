@@ -63,6 +63,8 @@ UP_TIMEOUT = 180.0
 # One node per machine: the bridge, the pod subnet and kube-proxy's iptables
 # chains are machine-wide, whichever worktree starts the node.
 MACHINE_LOCK = Path("/run/flywheel-node.lock")
+# Which node dir the machine's node belongs to, while it is up.
+MACHINE_OWNER = Path("/run/flywheel-node.owner")
 
 
 class NodeError(RuntimeError):
@@ -108,7 +110,9 @@ class Node:
             if self.is_running():
                 log(f"already up ({self.dir})")
                 return self.kubeconfig
+            self._refuse_a_node_of_another_tree()
             self._down()  # whatever half of a node is left, start clean
+            MACHINE_OWNER.write_text(str(self.dir))
             try:
                 self._up()
             except BaseException:
@@ -361,6 +365,8 @@ state = "{base / "state"}"
         self.cluster.stop()
         if self.run_dir.exists():
             shutil.rmtree(self.run_dir)
+        if MACHINE_OWNER.exists() and MACHINE_OWNER.read_text() == str(self.dir):
+            MACHINE_OWNER.unlink()
 
     def _kill_shims(self) -> None:
         """containerd leaves its shims (one per pod) running when it stops; ours
@@ -473,6 +479,20 @@ state = "{base / "state"}"
     def _require_root() -> None:
         if os.geteuid() != 0:
             raise NodeError("needs root (containerd, kubelet, bridges and iptables)")
+
+    def _refuse_a_node_of_another_tree(self) -> None:
+        """Two nodes would share the bridge, the subnet and kube-proxy's chains:
+        refuse while another clone's node still runs."""
+        owner = MACHINE_OWNER.read_text().strip() if MACHINE_OWNER.exists() else ""
+        if not owner or owner == str(self.dir):
+            return
+        other = Node(Path(owner).parent)
+        if any(other._pid(d) for d in DAEMONS):
+            raise NodeError(
+                f"the node of {owner} runs on this machine (one node per machine): "
+                f"stop it first with `FLYWHEEL_CACHE={Path(owner).parent} "
+                f"python3 tests/node/node.py down` from that clone"
+            )
 
     @contextlib.contextmanager
     def _machine_lock(self):
