@@ -33,7 +33,9 @@ import contextlib
 import fcntl
 import json
 import os
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -359,6 +361,9 @@ state = "{base / "state"}"
                 log(f"crictl rmp failed: {proc.stderr.strip()}")
         self._stop("containerd")
         self._kill_shims()
+        _kill_cgroup_processes("kubepods")  # only if a crash left containers behind
+        _remove_pod_netns()
+        _remove_cni_rules()
         self._unmount_under(self.dir)
         sh("ip", "link", "del", BRIDGE, check=False)  # takes the ClusterIP route along
         _remove_cgroups("kubepods")
@@ -541,13 +546,69 @@ def _remove_chains(chains: tuple[str, ...]) -> None:
                     sh(tool, "-w", "-t", table, "-X", parts[1], check=False)
 
 
-def _remove_cgroups(name: str) -> None:
-    """Remove the kubelet's (now empty) cgroup tree `name` from every cgroup v1
-    hierarchy, children first; a cgroup still holding a process stays."""
-    for hierarchy in Path("/sys/fs/cgroup").iterdir():
-        top = hierarchy / name
-        if not top.is_dir():
+def _cgroup_trees(name: str) -> list[Path]:
+    """The kubelet's cgroup tree `name` in every hierarchy (cgroup v1 has one
+    per controller under /sys/fs/cgroup; v2 has /sys/fs/cgroup itself)."""
+    root = Path("/sys/fs/cgroup")
+    tops = [root / name, *(h / name for h in root.iterdir() if h.is_dir())]
+    return [top for top in tops if top.is_dir()]
+
+
+def _kill_cgroup_processes(name: str) -> None:
+    """SIGKILL whatever still runs in the pods' cgroups: containers whose shim
+    or containerd died never got stopped through the CRI."""
+    pids = set()
+    for top in _cgroup_trees(name):
+        for procs in top.rglob("cgroup.procs"):
+            with contextlib.suppress(OSError, ValueError):
+                pids.update(int(pid) for pid in procs.read_text().split())
+    pids.discard(os.getpid())
+    if pids:
+        log(f"killing {len(pids)} leftover container processes in cgroup {name}")
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _remove_pod_netns() -> None:
+    """Delete network namespaces holding a pod address of ours, which a
+    sandbox never stopped through the CRI leaves behind (with its veth)."""
+    netns_dir = Path("/var/run/netns")
+    if not netns_dir.is_dir():
+        return
+    subnet = POD_CIDR.rsplit(".", 1)[0] + "."  # /24
+    for ns in netns_dir.glob("cni-*"):
+        addrs = sh("ip", "-n", ns.name, "-o", "-4", "addr", "show", check=False).stdout
+        if f"inet {subnet}" in addrs:
+            log(f"removing leftover pod network namespace {ns.name}")
+            sh("ip", "netns", "delete", ns.name, check=False)
+
+
+def _remove_cni_rules() -> None:
+    """Delete the bridge and portmap plugins' nat rules for our network (their
+    comment names it) and the per-pod chains they jump to: a sandbox never
+    stopped through the CRI never had its CNI DEL."""
+    marker = f'name: \\"{CNI_NETWORK}\\"'  # as iptables-save quotes the comment
+    chains = set()
+    for line in sh("iptables-save", "-t", "nat", check=False).stdout.splitlines():
+        if not line.startswith("-A ") or marker not in line:
             continue
+        rule = shlex.split(line)
+        target = rule[rule.index("-j") + 1] if "-j" in rule else ""
+        if target.startswith("CNI-") and not target.startswith("CNI-HOSTPORT-"):
+            chains.add(target)
+        sh("iptables", "-w", "-t", "nat", "-D", *rule[1:], check=False)
+    for chain in chains:
+        sh("iptables", "-w", "-t", "nat", "-F", chain, check=False)
+        sh("iptables", "-w", "-t", "nat", "-X", chain, check=False)
+    if chains:
+        log(f"removed {len(chains)} leftover CNI chains")
+
+
+def _remove_cgroups(name: str) -> None:
+    """Remove the kubelet's (now empty) cgroup tree `name`, children first; a
+    cgroup still holding a process stays."""
+    for top in _cgroup_trees(name):
         dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
         for path in [*dirs, top]:
             with contextlib.suppress(OSError):
