@@ -6,6 +6,7 @@ Only the standard library is used, so the runners' CLIs start with any python3.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -51,7 +52,12 @@ def free_port(preferred: int | None = None) -> int:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((HOST, port))
-            except OSError:
+            except OSError as err:
+                if err.errno == errno.EADDRNOTAVAIL:
+                    raise OSError(
+                        f"{HOST} is not an address of this machine; set FLYWHEEL_SERVICES_HOST "
+                        "to one (`ip -br addr`), or unset it for 127.0.0.1"
+                    ) from err
                 continue
             return sock.getsockname()[1]
     raise OSError(f"no free port on {HOST}")
