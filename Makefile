@@ -186,3 +186,16 @@ deploy: helm-bin ## install the CRDs and the chart into the current kube context
 	$(BIN)/helm upgrade --install flywheel charts/flywheel -n flywheel-system --create-namespace \
 	  --set image.repository=$(firstword $(subst :, ,$(IMAGE))) --set image.tag=$(lastword $(subst :, ,$(IMAGE))) \
 	  --set image.pullPolicy=IfNotPresent $(HELM_ARGS)
+
+# --------------------------------------------------- the loop on a real node
+# A single-node Kubernetes built here (tests/node/node.py: containerd, kubelet,
+# kube-proxy), the flywheel image made from a Debian rootfs without Docker or a
+# registry, the chart, and the whole loop with every workload in a container.
+# Needs root, cgroups and the Debian mirror (tests/node/can_run_e2e.sh).
+.PHONY: image-rootfs e2e
+
+image-rootfs: ## build the flywheel image from a Debian rootfs, as an OCI archive (root; cached)
+	bash tests/node/build_image.sh
+
+e2e: install cluster-bin services-bin helm-bin ## the loop on a real single-node cluster, timed; all down after
+	FLYWHEEL_E2E=1 $(PY) -m pytest tests/node/test_e2e.py -v -s -p no:cacheprovider
