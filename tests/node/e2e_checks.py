@@ -148,10 +148,17 @@ def ask(url: str, body: bytes) -> dict[str, Any] | None:
 
 
 def service_serves(
-    core: client.CoreV1Api, namespace: str, service: str, model_version: str, model: str
+    core: client.CoreV1Api,
+    namespace: str,
+    service: str,
+    model_version: str,
+    model: str,
+    timeout: float = 600,
 ) -> dict[str, Any]:
     """The Service (through its ClusterIP) answers predictions, and only from
-    `model_version` once the promotion's rollout is over: 20 answers in a row."""
+    `model_version` once the promotion's rollout is over: 20 answers in a row.
+    The rollout replaces the stable pods one by one, and a model server on this
+    small shared machine takes minutes to load its model: hence the time limit."""
     spec = core.read_namespaced_service(service, namespace).spec
     port = next(p.port for p in spec.ports if p.name == "http")
     url = f"http://{spec.cluster_ip}:{port}/v2/models/{model}/infer"
@@ -167,11 +174,12 @@ def service_serves(
         )
 
     look = f"kubectl -n {namespace} get pods,endpointslices; last answer: see the assertion"
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + timeout
     while not twenty_from_promoted():
         if time.monotonic() > deadline:
             raise AssertionError(
-                f"{url} did not answer 20 times in a row from {model_version} within 180s; "
+                f"{url} did not answer 20 times in a row from {model_version} within "
+                f"{timeout:.0f}s; "
                 f"last answers: {answers[-3:]}; look at: {look}"
             )
         time.sleep(0.2)

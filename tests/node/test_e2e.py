@@ -89,12 +89,13 @@ def test_the_loop_closes_with_every_workload_in_a_container(e2e, core, custom):
         found["models"] = e2e_checks.promoted_model(
             custom, driver.NS, first, promoted, e2e.services_env["MLFLOW_TRACKING_URI"]
         )
-        found["service"] = e2e_checks.service_serves(
-            core, driver.NS, "iris", promoted, found["models"]["model"]
-        )
         report = (service.get("drift") or {}).get("reportUri") or loop.drift_report
         found["report_bytes"] = e2e_checks.drift_report_stored(e2e.s3(), report)
         found["pods"] = e2e_checks.pods_ran_in_containers(core, driver.NS, e2e.image, e2e.node)
+    with timeline.stage("promoted model answers over the Service"):
+        found["service"] = e2e_checks.service_serves(
+            core, driver.NS, "iris", promoted, found["models"]["model"], timeout=300 * e2e.scale
+        )
     shifted = loop.clients[-1].codes
     assert shifted[200] > 0 and not shifted[500], f"shifted traffic answers: {dict(shifted)}"
     print(f"\nend state: {found}")
