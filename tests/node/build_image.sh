@@ -58,8 +58,9 @@ mirror() {
 # --------------------------------------------------------------- stage keys
 hash_files() { (cd "$REPO" && sha256sum "$@" | sha256sum | cut -c1-16); }
 BASE_KEY=$(echo "$SUITE $PACKAGES v1" | sha256sum | cut -c1-16)
-# The recipe version changes when the deps stage below does.
-DEPS_KEY=$(echo "$BASE_KEY deps-v2 $(hash_files pyproject.toml README.md)" | sha256sum | cut -c1-16)
+# The recipe version changes when the deps stage below does. Not README.md: that
+# stage installs with a stub of it, and the last stage with the real one.
+DEPS_KEY=$(echo "$BASE_KEY deps-v2 $(hash_files pyproject.toml)" | sha256sum | cut -c1-16)
 SOURCES=$(cd "$REPO" && git ls-files -co --exclude-standard operator/flywheel \
   tests/node/build_image.sh tests/node/image | grep -v -e '__pycache__' -e '\.pyc$' | sort)
 # shellcheck disable=SC2086
@@ -214,6 +215,7 @@ if ! fresh deps "$DEPS_KEY"; then
   # As the Dockerfile: metadata and the package's __init__ only, so that a
   # source change does not reinstall the whole stack.
   source_copy "$WORK/deps.tmp" pyproject.toml README.md operator/flywheel/__init__.py
+  echo "flywheel-operator: the dependencies' stage" >"$WORK/deps.tmp/tmp/src/README.md"
   STEP_LOG=$WORK/deps.log
   (
     with_mounts "$WORK/deps.tmp"
