@@ -88,6 +88,26 @@ operator-down: ## stop the background operator
 	@if [ -f $(CACHE)/operator.pid ]; then pid=$$(cat $(CACHE)/operator.pid); kill $$pid 2>/dev/null || true; \
 	  for i in $$(seq 40); do kill -0 $$pid 2>/dev/null || break; sleep 0.5; done; rm -f $(CACHE)/operator.pid; fi
 
+# ---------------------------------------------------------- the real node
+# A single-node Kubernetes built here (tests/node/node.py): containerd, runc and
+# Debian's CNI plugins, kubelet and kube-proxy from the pinned module, its own
+# control plane in .cache/node/cluster (apart from `make test`'s). Needs root.
+.PHONY: node-bin node-up node-down node-test
+
+node-bin: ## build kubelet, kube-proxy, crictl, the pause and busybox images (cached)
+	bash tests/cluster/build.sh
+	bash tests/node/build_node.sh
+	bash tests/node/base_images.sh
+
+node-up: node-bin ## start the real node node-0 and its control plane; prints the kubeconfig
+	@$(PYTHON) tests/node/node.py up
+
+node-down: ## stop the real node; remove its pods, network, iptables rules and mounts
+	@$(PYTHON) tests/node/node.py down
+
+node-test: install node-bin ## pods, Services, logs, rollouts and exit codes on the real node
+	FLYWHEEL_E2E=1 $(PY) -m pytest tests/node/test_node.py -v -s -p no:cacheprovider
+
 # ---------------------------------------------------------------- the demo
 # `make demo` reuses a running control plane and services, restarts the pod
 # runner and the operator (so they always point at what runs now), and starts
@@ -171,3 +191,16 @@ deploy: helm-bin ## install the CRDs and the chart into the current kube context
 	$(BIN)/helm upgrade --install flywheel charts/flywheel -n flywheel-system --create-namespace \
 	  --set image.repository=$(firstword $(subst :, ,$(IMAGE))) --set image.tag=$(lastword $(subst :, ,$(IMAGE))) \
 	  --set image.pullPolicy=IfNotPresent $(HELM_ARGS)
+
+# --------------------------------------------------- the loop on a real node
+# A single-node Kubernetes built here (tests/node/node.py: containerd, kubelet,
+# kube-proxy), the flywheel image made from a Debian rootfs without Docker or a
+# registry, the chart, and the whole loop with every workload in a container.
+# Needs root, cgroups and the Debian mirror (tests/node/can_run_e2e.sh).
+.PHONY: image-rootfs e2e
+
+image-rootfs: ## build the flywheel image from a Debian rootfs, as an OCI archive (root; cached)
+	bash tests/node/build_image.sh
+
+e2e: install cluster-bin services-bin helm-bin ## the loop on a real single-node cluster, timed; all down after
+	FLYWHEEL_E2E=1 $(PY) -m pytest tests/node/test_e2e.py -v -s -p no:cacheprovider

@@ -200,6 +200,10 @@ class Traffic:
 
 
 class Demo:
+    # Who sends the traffic: a cluster with kube-proxy can use one that calls the
+    # Service itself (tests/node/e2e_loop.py does).
+    traffic = Traffic
+
     def __init__(self, namespace: str, operator_log: str, kubectl: str):
         from kubernetes import client, config
 
@@ -340,7 +344,7 @@ class Demo:
         from sklearn.datasets import load_iris
 
         frame = load_iris(as_frame=True).data.set_axis(FEATURES, axis=1)
-        normal = Traffic(self.kube, self.namespace, "iris", frame).start()
+        normal = self.traffic(self.kube, self.namespace, "iris", frame).start()
         self.wait(
             "requests to be answered",
             lambda: sum(normal.codes.values()) >= 100,
@@ -357,7 +361,7 @@ class Demo:
         )
         # What happened before is told already; from here Events tell the rollout.
         self.seen_events.update(e.metadata.uid for e in self.service_events())
-        traffic = Traffic(self.kube, self.namespace, "iris", batch).start()
+        traffic = self.traffic(self.kube, self.namespace, "iris", batch).start()
         last_check: list[Any] = [None]
         service = lambda: self.status("inferenceservices", "iris")  # noqa: E731
 

@@ -12,6 +12,11 @@ is tainted `kwok.x-k8s.io/node=fake:NoSchedule`: only pods that tolerate it (and
 select it) get kwok's invented results; every other pod waits for a node whose
 kubelet runs it for real (`runner-0`, tests/cluster/podrunner.py).
 
+`ControlPlane(node_address=IP)` is the variant for a real node
+(tests/node/node.py): no kwok, and the apiserver listens on every address and
+advertises IP, so pods reach it through the `kubernetes` Service; it also gets
+a client certificate for the kubelets' API (logs, exec).
+
 The cluster is secured like a real one: TLS with client certificates for every
 client (only etcd's single-member peer port and metrics port, both loopback, are
 plain HTTP), Node+RBAC authorization, service-account tokens signed by a
@@ -133,13 +138,15 @@ APISERVER_SANS = ",".join(
 
 
 # Bump when ensure_pki changes what it makes, so existing state dirs regenerate.
-PKI_LAYOUT = "2"
+PKI_LAYOUT = "3"
 
 
-def ensure_pki(pki: Path) -> None:
-    """Generate all certificates and keys once; they do not depend on the ports."""
+def ensure_pki(pki: Path, extra_sans: str = "") -> None:
+    """Generate all certificates and keys once; they do not depend on the ports.
+    `extra_sans` (e.g. "IP:10.244.0.1") are more names for the apiserver."""
     done = pki / "done"
-    if done.exists() and done.read_text() == PKI_LAYOUT:
+    layout = f"{PKI_LAYOUT} {extra_sans}".strip()
+    if done.exists() and done.read_text() == layout:
         return
     shutil.rmtree(pki, ignore_errors=True)
     pki.mkdir(parents=True)
@@ -151,16 +158,21 @@ def ensure_pki(pki: Path) -> None:
     etcd_sans = "IP:127.0.0.1,DNS:localhost"
     _new_cert(pki, "etcd-ca", "etcd-server", "/CN=etcd", "serverAuth,clientAuth", etcd_sans)
     _new_cert(pki, "etcd-ca", "apiserver-etcd-client", "/CN=kube-apiserver", "clientAuth")
-    _new_cert(pki, "ca", "apiserver", "/CN=kube-apiserver", "serverAuth", APISERVER_SANS)
+    sans = ",".join(filter(None, [APISERVER_SANS, extra_sans]))
+    _new_cert(pki, "ca", "apiserver", "/CN=kube-apiserver", "serverAuth", sans)
     for name, subject in CLIENTS.items():
         _new_cert(pki, "ca", name, subject, "clientAuth")
     # The aggregation layer's CA, as kubeadm makes it: the controller-manager and
     # scheduler read it to authenticate requests proxied by the apiserver.
     _new_ca(pki, "front-proxy-ca")
     _new_cert(pki, "front-proxy-ca", "front-proxy-client", "/CN=front-proxy-client", "clientAuth")
+    # What the apiserver shows a real kubelet (logs, exec); kubelets authorize
+    # it by webhook, and system:masters may do anything.
+    kubelet_client = "/O=system:masters/CN=kube-apiserver-kubelet-client"
+    _new_cert(pki, "ca", "apiserver-kubelet-client", kubelet_client, "clientAuth")
     _new_key(pki / "sa.key", rsa=True)  # service-account tokens are signed RS256
     _openssl("pkey", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
-    done.write_text(PKI_LAYOUT)
+    done.write_text(layout)
 
 
 # --------------------------------------------------------------------- processes
@@ -206,7 +218,12 @@ class StartupError(RuntimeError):
 
 
 class ControlPlane:
-    def __init__(self, state_dir: Path | None = None, bin_dir: Path | None = None):
+    def __init__(
+        self,
+        state_dir: Path | None = None,
+        bin_dir: Path | None = None,
+        node_address: str | None = None,
+    ):
         default_state = os.environ.get("FLYWHEEL_CLUSTER_DIR") or REPO / ".cache" / "cluster"
         self.state_dir = Path(state_dir or default_state).resolve()
         cache = Path(os.environ.get("FLYWHEEL_CACHE") or REPO / ".cache")
@@ -214,6 +231,11 @@ class ControlPlane:
         self.kubeconfig = self.state_dir / "kubeconfig"
         self.pki = self.state_dir / "pki"
         self.ports: dict[str, int] = {}
+        # A real node's pods reach the apiserver at node_address (a host address
+        # on their network), not at loopback, which is their own; kwok's fake
+        # node would only compete with the real one for pods.
+        self.node_address = node_address
+        self.components = tuple(c for c in COMPONENTS if not (node_address and c == "kwok"))
 
     # ---------------------------------------------------------------- public
 
@@ -224,13 +246,13 @@ class ControlPlane:
 
     def is_running(self) -> bool:
         """All five components run and the apiserver answers ready."""
-        if not all(self._pid(c) for c in COMPONENTS):
+        if not all(self._pid(c) for c in self.components):
             return False
         self._load_ports()
         return self._get("/readyz") is not None
 
     def running(self) -> dict[str, int | None]:
-        return {c: self._pid(c) for c in COMPONENTS}
+        return {c: self._pid(c) for c in self.components}
 
     def start(self) -> Path:
         """Bring the cluster up (or find it up) and return the kubeconfig path."""
@@ -305,6 +327,18 @@ class ControlPlane:
                 log("another test session still uses the cluster: left running")
             return held
 
+    def client_kubeconfig(self, name: str, subject: str, path: Path) -> Path:
+        """Write a kubeconfig for a new client `name` (certificate subject
+        `subject`, e.g. "/O=system:nodes/CN=system:node:node-0") signed by the
+        cluster CA; the certificate is made once and kept in the PKI dir."""
+        self._load_ports()
+        if not (self.pki / f"{name}.crt").exists():
+            _new_cert(self.pki, "ca", name, subject, "clientAuth")
+        server = f"https://127.0.0.1:{self.ports['kube-apiserver']}"
+        path.write_text(json.dumps(self._kubeconfig_for(name, server), indent=2) + "\n")
+        path.chmod(0o600)
+        return path
+
     def build(self) -> None:
         # build.sh prints progress; keep our stdout for the kubeconfig path.
         subprocess.run(["bash", str(HERE / "build.sh")], check=True, stdout=sys.stderr)
@@ -326,7 +360,7 @@ class ControlPlane:
     def _start(self) -> None:
         begin = time.monotonic()
         deadline = begin + UP_TIMEOUT
-        ensure_pki(self.pki)
+        ensure_pki(self.pki, f"IP:{self.node_address}" if self.node_address else "")
         self._choose_ports()
         self._write_kubeconfigs()
         self._start_etcd()
@@ -336,9 +370,11 @@ class ControlPlane:
         self._bootstrap_objects()
         self._start_controller_manager()
         self._start_scheduler()
-        self._start_kwok()
+        if "kwok" in self.components:
+            self._start_kwok()
         self._wait("kube-controller-manager", deadline, self._default_sa_exists)
-        self._wait("kwok", deadline, self._node_ready)
+        if "kwok" in self.components:
+            self._wait("kwok", deadline, self._node_ready)
         log(f"up in {time.monotonic() - begin:.1f}s ({self.state_dir})")
 
     def _stop(self) -> None:
@@ -387,7 +423,7 @@ class ControlPlane:
     def _start_apiserver(self) -> None:
         pki, p = self.pki, self.ports
         self._spawn("kube-apiserver", [
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            *self._apiserver_address_args(),
             f"--secure-port={p['kube-apiserver']}", f"--cert-dir={self.state_dir / 'apiserver'}",
             f"--etcd-servers=https://127.0.0.1:{p['etcd']}",
             f"--etcd-cafile={pki / 'etcd-ca.crt'}",
@@ -402,9 +438,6 @@ class ControlPlane:
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            # The `kubernetes` Service cannot have a loopback endpoint (validation
-            # forbids it); without this the apiserver logs that error every 10s.
-            "--endpoint-reconciler-type=none",
             f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
             "--requestheader-allowed-names=front-proxy-client",
             "--requestheader-username-headers=X-Remote-User",
@@ -415,6 +448,25 @@ class ControlPlane:
             # As kubeadm: privileged pods are possible, PodSecurity decides per namespace.
             "--allow-privileged=true",
         ])  # fmt: skip
+
+    def _apiserver_address_args(self) -> list[str]:
+        if not self.node_address:
+            return [
+                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+                # The `kubernetes` Service cannot have a loopback endpoint (validation
+                # forbids it); without this the apiserver logs that error every 10s.
+                "--endpoint-reconciler-type=none",
+            ]  # fmt: skip
+        pki = self.pki
+        return [
+            # Every address: clients on the host keep 127.0.0.1, pods dial
+            # node_address, which the `kubernetes` Service's endpoint names.
+            "--bind-address=0.0.0.0", f"--advertise-address={self.node_address}",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            # Node names resolve nowhere here: dial kubelets at their node IP.
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
+        ]  # fmt: skip
 
     def _component_auth(self, name: str) -> list[str]:
         kubeconfig = self.state_dir / f"{name}.kubeconfig"
@@ -497,8 +549,9 @@ class ControlPlane:
 
     def _bootstrap_objects(self) -> None:
         """RBAC for kwok (a plain user, not a master) and the fake node."""
-        self.kubectl("apply", "-f", "-", input=json.dumps(_kwok_rbac()))
-        self.kubectl("create", "-f", "-", input=json.dumps(_kwok_node()))
+        if "kwok" in self.components:
+            self.kubectl("apply", "-f", "-", input=json.dumps(_kwok_rbac()))
+            self.kubectl("create", "-f", "-", input=json.dumps(_kwok_node()))
 
     # ------------------------------------------------------------ health
 
@@ -535,7 +588,7 @@ class ControlPlane:
 
     def _wait(self, component: str, deadline: float, ready: Callable[[], bool]) -> None:
         while not ready():
-            dead = [c for c in COMPONENTS if self._exited(c)]
+            dead = [c for c in self.components if self._exited(c)]
             if dead or time.monotonic() > deadline:
                 culprit = dead[0] if dead else component
                 why = "exited" if dead else f"not ready within {UP_TIMEOUT:.0f}s"

@@ -6,6 +6,7 @@ Only the standard library is used, so the runners' CLIs start with any python3.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -19,7 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-HOST = "127.0.0.1"  # every service binds loopback only
+# Every service binds loopback only, unless FLYWHEEL_SERVICES_HOST names another
+# local address: the single-node e2e binds the node's address, which its pods
+# reach (with its own FLYWHEEL_SERVICES_DIR, so it never reuses a loopback one).
+HOST = os.environ.get("FLYWHEEL_SERVICES_HOST") or "127.0.0.1"
 STOP_TIMEOUT = 15.0
 
 
@@ -41,20 +45,25 @@ def log(name: str, message: str) -> None:
 
 
 def free_port(preferred: int | None = None) -> int:
-    """`preferred` if it is free on loopback (so a restart keeps its address), else any."""
+    """`preferred` if it is free on HOST (so a restart keeps its address), else any."""
     for port in (preferred, 0) if preferred else (0,):
         with socket.socket() as sock:
             # As the servers do: a port whose old connections linger in TIME_WAIT is free.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((HOST, port))
-            except OSError:
+            except OSError as err:
+                if err.errno == errno.EADDRNOTAVAIL:
+                    raise OSError(
+                        f"{HOST} is not an address of this machine; set FLYWHEEL_SERVICES_HOST "
+                        "to one (`ip -br addr`), or unset it for 127.0.0.1"
+                    ) from err
                 continue
             return sock.getsockname()[1]
-    raise OSError("no free port on 127.0.0.1")
+    raise OSError(f"no free port on {HOST}")
 
 
-# Loopback only: a developer's http_proxy setting must not route these checks.
+# Local addresses only: a developer's http_proxy setting must not route these checks.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
