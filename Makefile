@@ -15,7 +15,7 @@ export FLYWHEEL_CACHE := $(CACHE)
 
 .PHONY: help install cluster-bin cluster-up cluster-down services-bin services-up services-down \
         crds lint test demo demo-down operator-up operator-down demo-runner demo-operator \
-        helm-bin manifests image kind-up kind-load deploy
+        helm-bin manifests image kind-up kind-load deploy bench bench-quick
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -82,6 +82,21 @@ operator-up: cluster-up ## run the operator in the background against the local 
 operator-down: ## stop the background operator
 	@if [ -f $(CACHE)/operator.pid ]; then pid=$$(cat $(CACHE)/operator.pid); kill $$pid 2>/dev/null || true; \
 	  for i in $$(seq 40); do kill -0 $$pid 2>/dev/null || break; sleep 0.5; done; rm -f $(CACHE)/operator.pid; fi
+
+# ---------------------------------------------------------------- benchmarks
+# Every part against its peer, side by side in one run (tests/bench/README.md).
+# The runner makes what it needs on first use: MLServer's pinned venv and the
+# generated data under .cache/bench/, a private mlflow server per run; the
+# operator-scale and loop parts start the local control plane (cluster-bin).
+BENCH_ARGS ?=
+
+bench: install cluster-bin services-bin ## all benchmarks (~45 min): tests/bench/results.{json,md}
+	$(PY) tests/bench/run.py $(BENCH_ARGS)
+
+# The smoke run writes beside the cache, so it never replaces the full results.
+bench-quick: install cluster-bin services-bin ## a short smoke run of every part (~6 min), in .cache/bench/
+	$(PY) tests/bench/run.py --quick --results $(CACHE)/bench/results-quick.json \
+	  --markdown $(CACHE)/bench/results-quick.md $(BENCH_ARGS)
 
 # ---------------------------------------------------------------- the demo
 # `make demo` reuses a running control plane and services, restarts the pod
