@@ -60,10 +60,11 @@ def goal(
         met, shortfall = None, None
     elif higher_is_better:
         met = measured >= target
-        shortfall = None if met else (target - measured) / target
+        shortfall = None if met or not target else (target - measured) / target
     else:
         met = measured <= target
-        shortfall = None if met else (measured - target) / target
+        # A target of 0 (no writes at all) has no relative shortfall.
+        shortfall = None if met or not target else (measured - target) / target
     return {
         "benchmark": benchmark,
         "comparison": comparison,
@@ -108,6 +109,8 @@ def format_goal(row: dict[str, Any]) -> list[str]:
         verdict = "not measured"
     elif row["met"]:
         verdict = "met"
+    elif row["shortfall"] is None:
+        verdict = "missed"
     else:
         verdict = f"missed by {row['shortfall'] * 100:.0f}%"
     return [
@@ -156,6 +159,47 @@ def serving_table(runs: Iterable[dict[str, Any]]) -> str:
         )
     return markdown_table(
         ["Model", "Batch", "Server", "Requests/s", "p50 ms", "p99 ms", "Errors"], rows
+    )
+
+
+def operator_table(scale: dict[str, Any]) -> str:
+    """One row per kind and side: the raw client is the bound."""
+    rows = []
+    for kind in ("trainingruns", "inferenceservices"):
+        for side in ("operator", "raw"):
+            figures = scale[kind][side]
+            rows.append(
+                [
+                    kind,
+                    "flywheel operator" if side == "operator" else "raw client",
+                    figures["objects"],
+                    format_number(figures["seconds"]),
+                    format_number(figures["per_second"], 1),
+                    format_number(figures["latency"]["p50_ms"] / 1000),
+                    format_number(figures["latency"]["p99_ms"] / 1000),
+                    format_number(figures["api_requests_per_object"], 1),
+                ]
+            )
+    quiet = scale["quiet"]
+    return (
+        markdown_table(
+            [
+                "Kind",
+                "Side",
+                "Objects",
+                "Seconds",
+                "Objects/s",
+                "p50 create->child s",
+                "p99 create->child s",
+                "API requests/object",
+            ],
+            rows,
+        )
+        + f"\n\nOperator peak RSS {format_number(scale['operator_peak_rss_mib'], 0)} MiB at "
+        f"{2 * scale['objects_per_kind']} objects; once converged, "
+        f"{quiet['operator_requests']['kubernetes_writes']} writes by the operator and "
+        f"{quiet['parent_changes']} changes to the parents in {quiet['seconds']} s "
+        f"({quiet['operator_requests']['kubernetes_total']} requests in all)."
     )
 
 
@@ -230,6 +274,9 @@ def render_markdown(results: dict[str, Any]) -> str:
                 rows,
             ),
         ]
+    scale = results.get("operator_scale")
+    if scale and scale.get("trainingruns"):
+        parts += ["", "### Operator scale", "", operator_table(scale)]
     machine = results.get("machine")
     if machine:
         parts += [

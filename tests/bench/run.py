@@ -24,9 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_report import render_markdown  # noqa: E402
-from common import BENCH, CACHE, log, machine, tool_version, versions  # noqa: E402
+from common import BENCH, CACHE, REPO, log, machine, tool_version, versions  # noqa: E402
 
-BENCHMARKS = ("serving", "drift", "snapshot")
+BENCHMARKS = ("serving", "drift", "snapshot", "operator_scale")
 PROJECT_PACKAGES = [
     "flywheel-operator",
     "mlflow",
@@ -72,6 +72,7 @@ def main() -> int:
         "versions": {
             **versions(PROJECT_PACKAGES),
             "sha256sum": tool_version(["sha256sum", "--version"]),
+            "kube-apiserver": tool_version([str(REPO / ".cache/bin/kube-apiserver"), "--version"]),
         },
         "goals": [],
         "load_average": {},
