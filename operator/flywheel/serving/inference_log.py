@@ -45,6 +45,7 @@ TIME = "_flywheel_time"
 PREDICTION = "_flywheel_prediction"
 VERSION = "_flywheel_model_version"
 WRITE_ATTEMPTS = 3
+DRAIN_SECONDS = 0.2  # how often the writer thread takes what requests queued
 _STOP = object()
 
 
@@ -271,19 +272,27 @@ class InferenceLog:
             log.error("the inference log did not finish writing within %.0f s", timeout)
 
     def _run(self) -> None:
+        # Drain on a timer rather than waking per request: a blocking get()
+        # woke this thread for every request, and each wake-up took the GIL
+        # from the event loop (12-43% of throughput in the benchmark). The
+        # queue is bounded, so a tick only delays rows, never loses them.
         while True:
-            deadline = self.buffers.next_deadline()
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                item = self.queue.get(timeout=wait)
-            except queue.Empty:
-                item = None
-            if item is _STOP:
-                break
-            if item is not None:
+            for item in self._drain():
+                if item is _STOP:
+                    self._write(self.buffers.due(float("inf")))
+                    return
                 self.buffers.add(*item, now=time.monotonic())
+                self._write(self.buffers.due(time.monotonic()))
             self._write(self.buffers.due(time.monotonic()))
-        self._write(self.buffers.due(float("inf")))
+            time.sleep(DRAIN_SECONDS)
+
+    def _drain(self) -> list[Any]:
+        items = []
+        while True:
+            try:
+                items.append(self.queue.get_nowait())
+            except queue.Empty:
+                return items
 
     def _write(self, ready: list[HourBuffer]) -> None:
         for buffer in ready:
