@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_report import render_markdown  # noqa: E402
 from common import BENCH, CACHE, REPO, log, machine, tool_version, versions  # noqa: E402
 
-BENCHMARKS = ("serving", "drift", "snapshot", "operator_scale")
+# The longest last: a run cut short still has the others (saved after each).
+BENCHMARKS = ("serving", "snapshot", "operator_scale", "drift")
 PROJECT_PACKAGES = [
     "flywheel-operator",
     "mlflow",
@@ -112,14 +113,21 @@ def main() -> int:
             )
         results[name] = outcome
         log(f"{name}: done in {results['seconds'][name]:.0f} s")
+        save(results, args)
 
+    markdown = save(results, args)
+    print(markdown)
+    log(f"wrote {args.results} and {args.markdown}")
+    return 1 if failed else 0
+
+
+def save(results: dict, args: argparse.Namespace) -> str:
+    """Write results.json and results.md as they stand (after every benchmark)."""
     results["goals"] = [g for n in BENCHMARKS for g in results.get(n, {}).get("goals", [])]
     Path(args.results).write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
     markdown = render_markdown(results)
     Path(args.markdown).write_text(markdown)
-    print(markdown)
-    log(f"wrote {args.results} and {args.markdown}")
-    return 1 if failed else 0
+    return markdown
 
 
 if __name__ == "__main__":
