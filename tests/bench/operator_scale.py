@@ -176,11 +176,16 @@ def mlflow_server():
         str(VENV_BIN / "mlflow"), "server",
         "--backend-store-uri", f"sqlite:///{directory / 'mlflow.db'}",
         "--artifacts-destination", (directory / "artifacts").as_uri(),
-        "--host", HOST, "--port", str(port), "--workers", "2",
+        "--host", HOST, "--port", str(port), "--workers", "1",
     ]  # fmt: skip
     child = start("operator-mlflow", argv, clean_env(), cpus=None)
     uri = f"http://{HOST}:{port}"
-    wait_ready(child, f"{uri}/health", timeout=180)
+    try:
+        # Over three minutes on a busy two-core machine (it did time out at 180 s).
+        wait_ready(child, f"{uri}/health", timeout=600)
+    except BaseException:
+        stop(child)
+        raise
     return child, uri
 
 
