@@ -15,10 +15,10 @@ export FLYWHEEL_CACHE := $(CACHE)
 
 .PHONY: help install cluster-bin cluster-up cluster-down services-bin services-up services-down \
         crds lint test soak demo demo-down operator-up operator-down demo-runner demo-operator \
-        helm-bin manifests image kind-up kind-load deploy
+        helm-bin manifests image kind-up kind-load deploy bench bench-quick
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 install: $(VENV)/.installed ## create .venv with the pinned Python stack
 
@@ -107,6 +107,21 @@ node-down: ## stop the real node; remove its pods, network, iptables rules and m
 
 node-test: install node-bin ## pods, Services, logs, rollouts and exit codes on the real node
 	FLYWHEEL_E2E=1 $(PY) -m pytest tests/node/test_node.py -v -s -p no:cacheprovider
+
+# ---------------------------------------------------------------- benchmarks
+# Every part against its peer, side by side in one run (tests/bench/README.md).
+# The runner makes what it needs on first use: MLServer's pinned venv and the
+# generated data under .cache/bench/, a private mlflow server per run; the
+# operator-scale and loop parts start the local control plane (cluster-bin).
+BENCH_ARGS ?=
+
+bench: install cluster-bin services-bin ## all benchmarks (~45 min): tests/bench/results.{json,md}
+	$(PY) tests/bench/run.py $(BENCH_ARGS)
+
+# The smoke run writes beside the cache, so it never replaces the full results.
+bench-quick: install cluster-bin services-bin ## a short smoke run of every part (~6 min), in .cache/bench/
+	$(PY) tests/bench/run.py --quick --results $(CACHE)/bench/results-quick.json \
+	  --markdown $(CACHE)/bench/results-quick.md $(BENCH_ARGS)
 
 # ---------------------------------------------------------------- the demo
 # `make demo` reuses a running control plane and services, restarts the pod

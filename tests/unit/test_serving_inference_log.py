@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from flywheel.serving.inference_log import (
+    DRAIN_SECONDS,
     Buffers,
     InferenceLog,
     LogSettings,
@@ -159,7 +160,9 @@ def test_rows_logged_while_the_store_is_down_are_written_once_it_is_back(tmp_pat
     log.start()
     for _ in range(3):
         log.record(batch(4), np.array(list("abcd")))
-        time.sleep(0.1)  # each request's rows in a file of their own
+        # Each request's rows in a file of their own: the writer drains its queue
+        # every DRAIN_SECONDS, so wait two ticks past the flush interval.
+        time.sleep(2 * DRAIN_SECONDS + 0.1)
     # Back off 1 s, then 2 s: the third attempt finds the store back.
     deadline = time.monotonic() + 10
     while rows(metrics, "written") != 12 and time.monotonic() < deadline:

@@ -27,6 +27,7 @@ from botocore.stub import Stubber
 from click.testing import CliRunner
 
 from flywheel.api.dataset import DatasetSpec
+from flywheel.workloads import columns as columns_module
 from flywheel.workloads.columns import coerce
 from flywheel.workloads.errors import EXIT_CODES
 from flywheel.workloads.scan import scan_source
@@ -196,6 +197,28 @@ def test_values_are_read_as_the_declared_kind():
     assert bools.values.to_pylist() == [True, False, None]
     times = coerce(pa.array(["2024-02-30", "2024-01-01T00:00:00+01:00"]), "datetime")
     assert [t and t.isoformat() for t in times.values.to_pylist()] == [None, "2023-12-31T23:00:00"]
+
+
+@pytest.mark.parametrize(
+    "cells",
+    [
+        ["1", "-2", "007", None, "123456789012345678"],  # clean: Arrow's own cast
+        ["1", "1234567890123456789"],  # 19 digits: over the text rule's 18
+        ["1.5", "-2e3", ".5", "5.", "INF", "-infinity", None, "1E-2"],
+        ["1.5", "nan"],  # NaN text is not a number
+        ["1.5", "NaN", " 2 ", "+3"],
+    ],
+)
+def test_clean_numeric_columns_read_the_same_as_the_text_rules(cells, monkeypatch):
+    """The fast path for clean numeric text gives what the regex path gives."""
+    text = pa.array(cells, pa.string())
+    for kind in ("integer", "float"):
+        fast = coerce(text, kind)
+        monkeypatch.setattr(columns_module, "_clean_number_column", lambda t, k: None)
+        slow = coerce(text, kind)
+        monkeypatch.undo()
+        assert fast.values.to_pylist() == slow.values.to_pylist(), kind
+        assert fast.invalid.to_pylist() == slow.invalid.to_pylist(), kind
 
 
 # --- validation ------------------------------------------------------------

@@ -35,5 +35,5 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # kopf turns log records of this level and above into Events; ours are
     # posted explicitly with reasons people can act on, so only its warnings.
     settings.posting.level = logging.WARNING
-    settings.execution.max_workers = 16
+    settings.execution.max_workers = 16  # kube.POOL_CONNECTIONS keeps a connection each
     settings.batching.error_delays = (1, 2, 5, 10, 30, 60, 120)

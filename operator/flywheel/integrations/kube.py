@@ -15,6 +15,12 @@ from kubernetes.client.exceptions import ApiException
 from ..api.common import GROUP, VERSION
 
 FIELD_MANAGER = "flywheel"
+# One pooled connection per handler thread (kopf's execution.max_workers, set
+# in controllers/startup.py). The client's default, 5 per core, is 10 on two
+# cores: with 16 reconciles at once the pool threw a connection away after
+# most calls ("Connection pool is full, discarding connection" in the scale
+# benchmark's log) and the next call paid a new TLS handshake.
+POOL_CONNECTIONS = 16
 _lock = threading.Lock()
 _api: client.ApiClient | None = None
 
@@ -28,7 +34,9 @@ def api() -> client.ApiClient:
                 config.load_incluster_config()
             except config.ConfigException:
                 config.load_kube_config()
-            _api = client.ApiClient()
+            configuration = client.Configuration.get_default_copy()
+            configuration.connection_pool_maxsize = POOL_CONNECTIONS
+            _api = client.ApiClient(configuration)
         return _api
 
 

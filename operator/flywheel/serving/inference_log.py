@@ -51,6 +51,7 @@ TIME = "_flywheel_time"
 PREDICTION = "_flywheel_prediction"
 VERSION = "_flywheel_model_version"
 RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 1.0, 30.0
+DRAIN_SECONDS = 0.2  # how often the writer thread takes what requests queued
 _STOP = object()
 
 
@@ -283,22 +284,32 @@ class InferenceLog:
             log.error("the inference log did not finish writing within %.0f s", timeout)
 
     def _run(self) -> None:
+        # Drain on a timer rather than waking per request: a blocking get()
+        # woke this thread for every request, and each wake-up took the GIL
+        # from the event loop (12-43% of throughput in the benchmark). The
+        # queue is bounded, so a tick only delays rows, never loses them.
         while True:
-            deadlines = [d for d in (self.buffers.next_deadline(), self.retry_at) if d is not None]
-            wait = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
-            try:
-                item = self.queue.get(timeout=wait)
-            except queue.Empty:
-                item = None
-            if item is _STOP:
+            items = self._drain()
+            for item in items:
+                if item is not _STOP:
+                    self.buffers.add(*item, now=time.monotonic())
+                    self._write(self.buffers.due(time.monotonic()))
+            if any(item is _STOP for item in items):
                 break
-            if item is not None:
-                self.buffers.add(*item, now=time.monotonic())
             self._write(self.buffers.due(time.monotonic()))
             if self.retry_at is not None and time.monotonic() >= self.retry_at:
                 self._send_unsent()
+            time.sleep(DRAIN_SECONDS)
         self._write(self.buffers.due(float("inf")))
         self._send_unsent(final=True)
+
+    def _drain(self) -> list[Any]:
+        items = []
+        while True:
+            try:
+                items.append(self.queue.get_nowait())
+            except queue.Empty:
+                return items
 
     def _write(self, ready: list[HourBuffer]) -> None:
         for buffer in ready:

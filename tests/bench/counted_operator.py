@@ -1,0 +1,82 @@
+"""`flywheel run`, counting its own HTTP requests: the operator-scale
+benchmark's view of "API requests per object".
+
+The apiserver's request metrics cannot tell the operator's requests from the
+controller-manager's, the scheduler's and kwok's (they all use the same
+admin certificate here), so the operator process counts what it sends: kopf's
+aiohttp requests (watches, finalizers, status patches) and the kubernetes
+client's urllib3 requests (Jobs, Deployments, Services, Pods), keyed by
+host:port and method. MLflow's requests go through urllib3 too and are told
+apart by their host. Every half second the counts go to the JSON file named
+by FLYWHEEL_BENCH_COUNTS. Nothing of the operator itself changes.
+
+    python counted_operator.py run --metrics-port 0 ...   (the `flywheel` CLI's arguments)
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import sys
+import threading
+import time
+
+import aiohttp
+import urllib3.connectionpool
+
+COUNTS: collections.Counter[str] = collections.Counter()
+_LOCK = threading.Lock()
+
+
+def _count(host: str, method: str) -> None:
+    with _LOCK:
+        COUNTS[f"{host} {method.upper()}"] += 1
+
+
+def _patch_urllib3() -> None:
+    original = urllib3.connectionpool.HTTPConnectionPool.urlopen
+
+    def urlopen(self, method, url, *args, **kwargs):
+        # Retries re-enter urlopen: each attempt is a request the server sees.
+        _count(f"{self.host}:{self.port}", method)
+        return original(self, method, url, *args, **kwargs)
+
+    urllib3.connectionpool.HTTPConnectionPool.urlopen = urlopen
+
+
+def _patch_aiohttp() -> None:
+    original = aiohttp.ClientSession._request
+
+    async def request(self, method, str_or_url, *args, **kwargs):
+        url = aiohttp.client.URL(str(str_or_url))
+        _count(f"{url.host}:{url.port}", method)
+        return await original(self, method, str_or_url, *args, **kwargs)
+
+    aiohttp.ClientSession._request = request
+
+
+def _dump_forever(path: str) -> None:
+    while True:
+        with _LOCK:
+            snapshot = dict(COUNTS)
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(snapshot, f)
+        os.replace(tmp, path)
+        time.sleep(0.5)
+
+
+def main() -> None:
+    _patch_urllib3()
+    _patch_aiohttp()
+    threading.Thread(
+        target=_dump_forever, args=(os.environ["FLYWHEEL_BENCH_COUNTS"],), daemon=True
+    ).start()
+    from flywheel.cli import main as flywheel
+
+    flywheel(sys.argv[1:], prog_name="flywheel")
+
+
+if __name__ == "__main__":
+    main()
