@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import secrets
 import threading
 import time
 from collections import Counter
@@ -31,7 +32,9 @@ from serving_helpers import iris_frame
 from sklearn.linear_model import LogisticRegression
 from training_helpers import iris_run, wait_finished, wait_model_phase
 
-pytestmark = pytest.mark.integration
+# Set-up, a minute down and the run's whole training after it: more than the
+# default 600 s on a busy machine.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
 # `make test` takes them down 20 s; `make soak` the full minute.
 OUTAGE_SECONDS = float(os.environ.get("FLYWHEEL_OUTAGE_SECONDS", "20"))
@@ -150,7 +153,7 @@ def test_store_down_while_serving_loses_no_inference_log_row(
     object_store, mlflow_server, iris_model_uri, tmp_path
 ):
     bucket = object_store.make_bucket("outage-inferences")
-    prefix = f"log-{tmp_path.name}/"
+    prefix = f"log-{secrets.token_hex(4)}/"  # the bucket outlives the session
     env = serve_env(
         tmp_path, mlflow_server, iris_model_uri,
         FLYWHEEL_INFERENCE_LOG_URI=f"s3://{bucket}/{prefix}",
