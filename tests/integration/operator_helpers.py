@@ -25,8 +25,15 @@ class OperatorProcess:
     liveness_url: str
     process: subprocess.Popen | None = None
 
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
+    def log_text(self, since: int = 0) -> str:
+        """The log from byte `since` on (a test reads only what it caused:
+        the session's operator also logs other tests' outages and restarts)."""
+        with self.log.open("rb") as handle:
+            handle.seek(since)
+            return handle.read().decode(errors="replace")
+
+    def log_size(self) -> int:
+        return self.log.stat().st_size if self.log.exists() else 0
 
     def start(self, timeout: float = 120) -> None:
         """Start it (appending to the one log) and wait for its liveness endpoint."""

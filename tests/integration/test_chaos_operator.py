@@ -150,7 +150,16 @@ def test_sigkill_at_random_points_leaves_one_of_everything(
     assert_trained_once(kube_api, namespace, uri, name, owned_again, again["status"])
 
     # Converged means still: no object is written again over several resyncs.
-    everything = [*pairs, ("TrainingRun", again["metadata"]["name"])]
+    # The retraining registered a new version of the same MLflow model, which
+    # takes its `candidate` alias; the other ModelVersions report their
+    # aliases on their next resync. Let that settle (two resyncs), then watch.
+    everything = [
+        *pairs,
+        ("TrainingRun", again["metadata"]["name"]),
+        ("ModelVersion", again["status"]["modelVersion"]),
+    ]
+    wait_converged(objects, namespace, everything)
+    time.sleep(2 * RESYNC_SECONDS)
     before, after = still(objects, namespace, everything, 3 * RESYNC_SECONDS)
     assert before == after, "an object kept changing after the kills (flapping)"
 
