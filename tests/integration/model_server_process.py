@@ -14,12 +14,31 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 import pytest
 from kube_helpers import free_port, wait_for
+from mlflow.models import infer_signature
 from prometheus_client.parser import text_string_to_metric_families
+from serving_helpers import iris_frame
+from sklearn.linear_model import LogisticRegression
 
 FLYWHEEL = Path(sys.executable).with_name("flywheel")  # the installed entry point
 START_SECONDS = 180  # two workers importing MLflow on a small, shared machine
+
+
+def log_iris_classifier(mlflow_server, experiment: str) -> str:
+    """An iris logistic regression with its signature, logged to the real MLflow
+    server in `experiment`; its model URI, for FLYWHEEL_MODEL_URI."""
+    mlflow.set_tracking_uri(mlflow_server.tracking_uri)
+    mlflow.set_experiment(experiment)
+    x, y = iris_frame()
+    model = LogisticRegression(max_iter=1000).fit(x, y)
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            model, name="iris", signature=infer_signature(x, model.predict(x))
+        )
+    mlflow.set_tracking_uri(None)
+    return info.model_uri
 
 
 @dataclass

@@ -11,14 +11,11 @@ import json
 import secrets
 from collections import Counter
 
-import mlflow
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mlflow.models import infer_signature
-from model_server_process import rss_bytes, running, serve_env
+from model_server_process import log_iris_classifier, rss_bytes, running, serve_env
 from serving_helpers import FEATURES, iris_frame
-from sklearn.linear_model import LogisticRegression
 
 pytestmark = pytest.mark.integration
 
@@ -30,17 +27,9 @@ EXAMPLES = 400
 
 @pytest.fixture(scope="module")
 def server(mlflow_server, tmp_path_factory):
-    mlflow.set_tracking_uri(mlflow_server.tracking_uri)
-    mlflow.set_experiment(f"fuzz-{secrets.token_hex(4)}")
-    x, y = iris_frame()
-    model = LogisticRegression(max_iter=1000).fit(x, y)
-    with mlflow.start_run():
-        info = mlflow.sklearn.log_model(
-            model, name="iris", signature=infer_signature(x, model.predict(x))
-        )
-    mlflow.set_tracking_uri(None)
+    model_uri = log_iris_classifier(mlflow_server, f"fuzz-{secrets.token_hex(4)}")
     tmp_path = tmp_path_factory.mktemp("fuzz-server")
-    with running(serve_env(tmp_path, mlflow_server, info.model_uri), tmp_path) as running_server:
+    with running(serve_env(tmp_path, mlflow_server, model_uri), tmp_path) as running_server:
         yield running_server
 
 

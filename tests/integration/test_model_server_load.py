@@ -16,12 +16,9 @@ import threading
 import time
 from pathlib import Path
 
-import mlflow
 import pytest
-from mlflow.models import infer_signature
-from model_server_process import rss_bytes, running, serve_env
+from model_server_process import log_iris_classifier, rss_bytes, running, serve_env
 from serving_helpers import iris_frame
-from sklearn.linear_model import LogisticRegression
 
 pytestmark = pytest.mark.integration
 
@@ -33,16 +30,7 @@ CLIENT = Path(__file__).with_name("load_client.py")
 
 @pytest.fixture
 def model_uri(mlflow_server):
-    mlflow.set_tracking_uri(mlflow_server.tracking_uri)
-    mlflow.set_experiment(f"load-{secrets.token_hex(4)}")
-    x, y = iris_frame()
-    model = LogisticRegression(max_iter=1000).fit(x, y)
-    with mlflow.start_run():
-        info = mlflow.sklearn.log_model(
-            model, name="iris", signature=infer_signature(x, model.predict(x))
-        )
-    mlflow.set_tracking_uri(None)
-    return info.model_uri
+    return log_iris_classifier(mlflow_server, f"load-{secrets.token_hex(4)}")
 
 
 def log_rows(metrics: dict, outcome: str) -> float:

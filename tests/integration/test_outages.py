@@ -21,15 +21,12 @@ import threading
 import time
 from collections import Counter
 
-import mlflow
 import pyarrow.parquet as pq
 import pytest
 from kube_helpers import wait_for
 from kubernetes import client
-from mlflow.models import infer_signature
-from model_server_process import running, serve_env
+from model_server_process import log_iris_classifier, running, serve_env
 from serving_helpers import iris_frame
-from sklearn.linear_model import LogisticRegression
 from training_helpers import iris_run, wait_finished, wait_model_phase
 
 # Set-up, a minute down and the run's whole training after it: more than the
@@ -126,16 +123,7 @@ def test_mlflow_down_while_training_completes_with_nothing_lost(
 
 @pytest.fixture
 def iris_model_uri(mlflow_server):
-    mlflow.set_tracking_uri(mlflow_server.tracking_uri)
-    mlflow.set_experiment("outage-serving")
-    x, y = iris_frame()
-    model = LogisticRegression(max_iter=1000).fit(x, y)
-    with mlflow.start_run():
-        info = mlflow.sklearn.log_model(
-            model, name="iris", signature=infer_signature(x, model.predict(x))
-        )
-    mlflow.set_tracking_uri(None)
-    return info.model_uri
+    return log_iris_classifier(mlflow_server, "outage-serving")
 
 
 def keep_sending(url: str, body: bytes, stop: threading.Event, codes: Counter) -> None:
