@@ -8,8 +8,7 @@ from typing import Any
 import kopf
 
 from ..api.common import GROUP
-
-FIELD_MANAGER = "flywheel"
+from ..integrations import kube
 
 
 @kopf.on.startup()
@@ -35,5 +34,6 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # kopf turns log records of this level and above into Events; ours are
     # posted explicitly with reasons people can act on, so only its warnings.
     settings.posting.level = logging.WARNING
-    settings.execution.max_workers = 16  # kube.POOL_CONNECTIONS keeps a connection each
+    # One handler thread per pooled apiserver connection (kube.POOL_CONNECTIONS).
+    settings.execution.max_workers = kube.POOL_CONNECTIONS
     settings.batching.error_delays = (1, 2, 5, 10, 30, 60, 120)

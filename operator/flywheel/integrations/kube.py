@@ -15,8 +15,8 @@ from kubernetes.client.exceptions import ApiException
 from ..api.common import GROUP, VERSION
 
 FIELD_MANAGER = "flywheel"
-# One pooled connection per handler thread (kopf's execution.max_workers, set
-# in controllers/startup.py). The client's default, 5 per core, is 10 on two
+# One pooled connection per handler thread: controllers/startup.py gives kopf
+# this many (execution.max_workers). The client's default, 5 per core, is 10 on two
 # cores: with 16 reconciles at once the pool threw a connection away after
 # most calls ("Connection pool is full, discarding connection" in the scale
 # benchmark's log) and the next call paid a new TLS handshake.
