@@ -21,18 +21,8 @@ fi
 command -v go >/dev/null || { echo "build.sh: Go is required (https://go.dev/dl/)" >&2; exit 1; }
 mkdir -p "$bin"
 
-# The module proxy is reachable but the checksum database may not be: go.sum
-# files are committed, so every download is still verified against them.
-export GOSUMDB="${GOSUMDB:-off}" GOFLAGS="-mod=readonly -trimpath" CGO_ENABLED=0
-# Builds are memory-hungry; two parallel compile jobs fit a 2-core machine.
-export GOMAXPROCS="${GOMAXPROCS:-$(nproc)}"
-
-kube_pkg="k8s.io/component-base/version"
-git_version="${KUBE_VERSION}"
-minor="${KUBE_VERSION#v*.}"; minor="${minor%%.*}"
-kube_ldflags="-s -w -X ${kube_pkg}.gitVersion=${git_version} -X ${kube_pkg}.gitMajor=1 -X ${kube_pkg}.gitMinor=${minor} -X ${kube_pkg}.gitTreeState=clean -X ${kube_pkg}.buildDate=1970-01-01T00:00:00Z"
-# client-go and kubectl keep their own copy of the version variables.
-kube_ldflags="$kube_ldflags -X k8s.io/client-go/pkg/version.gitVersion=${git_version}"
+# shellcheck source=kube_build_env.sh
+source "$here/kube_build_env.sh"
 
 build() { # module-dir output package ldflags tags
   echo "building $2 ($3)"

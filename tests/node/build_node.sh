@@ -65,14 +65,8 @@ fi
 command -v go >/dev/null || { echo "build_node.sh: Go is required (https://go.dev/dl/)" >&2; exit 1; }
 mkdir -p "$bin"
 
-# As tests/cluster/build.sh: go.sum is committed and verifies every download.
-export GOSUMDB="${GOSUMDB:-off}" GOFLAGS="-mod=readonly -trimpath" CGO_ENABLED=0
-export GOMAXPROCS="${GOMAXPROCS:-$(nproc)}"
-
-kube_pkg="k8s.io/component-base/version"
-minor="${KUBE_VERSION#v*.}"; minor="${minor%%.*}"
-kube_ldflags="-s -w -X ${kube_pkg}.gitVersion=${KUBE_VERSION} -X ${kube_pkg}.gitMajor=1 -X ${kube_pkg}.gitMinor=${minor} -X ${kube_pkg}.gitTreeState=clean -X ${kube_pkg}.buildDate=1970-01-01T00:00:00Z"
-kube_ldflags="$kube_ldflags -X k8s.io/client-go/pkg/version.gitVersion=${KUBE_VERSION}"
+# shellcheck source=../cluster/kube_build_env.sh
+source "$cluster/kube_build_env.sh"
 
 for cmd in kubelet kube-proxy; do
   echo "building $cmd (k8s.io/kubernetes/cmd/$cmd $KUBE_VERSION)"
