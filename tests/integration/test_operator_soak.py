@@ -57,9 +57,32 @@ def rss_mib(pid: int) -> float:
     raise AssertionError(f"no VmRSS for pid {pid}")
 
 
+def list_runs(api, namespace: str) -> list[dict]:
+    """Every TrainingRun, 500 a page: one list of 2,000 objects can outlast the
+    apiserver's request timeout while the operator keeps it busy (504), and a
+    busy answer is retried, as kubectl would be by a person."""
+    items: list[dict] = []
+    token = None
+    while True:
+        for attempt in range(10):
+            try:
+                page = api.list_namespaced_custom_object(
+                    GROUP, VERSION, namespace, "trainingruns", limit=500, _continue=token
+                )
+                break
+            except client.ApiException as err:
+                if err.status < 500 or attempt == 9:
+                    raise
+                time.sleep(2)
+        items += page["items"]
+        token = page["metadata"].get("continue")
+        if not token:
+            return items
+
+
 def reported_count(api, namespace: str) -> tuple[int, int]:
     """(objects, objects whose status reports their current generation)."""
-    items = api.list_namespaced_custom_object(GROUP, VERSION, namespace, "trainingruns")["items"]
+    items = list_runs(api, namespace)
     done = [
         i
         for i in items
