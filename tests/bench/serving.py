@@ -263,6 +263,36 @@ def start_mlserver(name: str, model: Any, parallel_workers: int) -> Child:
 # --- load ---------------------------------------------------------------------------
 
 
+def session_cpu_seconds(session: int) -> float:
+    """CPU time (user + system) of every process in a server's session: the
+    supervisor and its workers (each server starts in a session of its own)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[3]) == session:  # field 6 of stat: the session id
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
+def measure(child: Child, path: str, body_file: Path, warmup: float, duration: float) -> dict:
+    """loadgen's figures plus the server's CPU milliseconds per answered
+    request (warm-up included on both sides of the division): on a shared
+    machine a steadier measure of a server's own cost than requests/s."""
+    before = session_cpu_seconds(child.process.pid)
+    result = load(child.port, path, body_file, warmup, duration)  # type: ignore[attr-defined]
+    spent = session_cpu_seconds(child.process.pid) - before
+    answered = result["rps"] * (warmup + duration)
+    result["server_cpu_ms"] = 1000 * spent / answered if answered else float("nan")
+    return result
+
+
 def load(port: int, path: str, body_file: Path, warmup: float, duration: float) -> dict:
     argv = [
         sys.executable,
@@ -358,12 +388,13 @@ def run(quick: bool) -> dict[str, Any]:
                 measured: dict[str, list[dict]] = {label: [] for label in targets}
                 for round_ in range(rounds):
                     for label, (child, path, protocol) in targets.items():
-                        result = load(child.port, path, files[protocol], warmup, duration)  # type: ignore[attr-defined]
+                        result = measure(child, path, files[protocol], warmup, duration)
                         log(
                             f"serving: {name} batch {batch} round {round_ + 1} {label}: "
                             f"{result['rps']:.0f} req/s p50 {result['p50_ms']:.2f} ms "
                             f"p99 {result['p99_ms']:.2f} ms errors {result['errors']} "
-                            f"client cpu {result['client_cpu_share']:.2f}"
+                            f"client cpu {result['client_cpu_share']:.2f} "
+                            f"server cpu {result['server_cpu_ms']:.3f} ms/request"
                         )
                         measured[label].append(result)
                 for label, results in measured.items():
@@ -415,8 +446,12 @@ def summarize(model: str, batch: int, label: str, results: list[dict]) -> dict[s
         "errors": sum(r["errors"] for r in results),
         "requests": sum(r["requests"] for r in results),
         "client_cpu_share": max(r["client_cpu_share"] for r in results),
+        "server_cpu_ms_per_request": median("server_cpu_ms"),
         "rounds": [
-            {k: r[k] for k in ("rps", "p50_ms", "p99_ms", "errors", "client_cpu_share")}
+            {
+                k: r[k]
+                for k in ("rps", "p50_ms", "p99_ms", "errors", "client_cpu_share", "server_cpu_ms")
+            }
             for r in results
         ],
     }
