@@ -57,6 +57,9 @@ def sample_rss(pid: int, stop: threading.Event, samples: list[int]) -> None:
         samples.append(rss_bytes(pid))
 
 
+# The load itself, plus start-up, warm-up and draining the log (pytest's 600 s
+# default would end `make soak`'s 600 s run before its load did).
+@pytest.mark.timeout(SECONDS + 600)
 def test_sustained_load_is_all_answered_with_flat_memory(model_uri, mlflow_server, tmp_path):
     env = serve_env(
         tmp_path, mlflow_server, model_uri,
