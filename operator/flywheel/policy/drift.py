@@ -65,7 +65,12 @@ def describe(outcome: Mapping[str, Any]) -> str:
     verdict = "drift" if result == "Drift" else "no drift"
     named = f": {', '.join(drifted)}" if drifted else ""
     limit = f" (threshold {threshold:.0%})" if isinstance(threshold, int | float) else ""
-    return f"{verdict}: {share:.0%} of features drifted{limit} over {current} rows{named}"
+    text = f"{verdict}: {share:.0%} of features drifted{limit} over {current} rows{named}"
+    # The verdict stands without MLflow, but the user should know its run is missing.
+    missing = (
+        f"; not recorded in MLflow: {outcome['mlflowError']}" if outcome.get("mlflowError") else ""
+    )
+    return text + missing
 
 
 def _features(features: Any) -> list[dict[str, Any]] | None:
