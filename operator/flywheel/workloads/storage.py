@@ -218,12 +218,13 @@ def with_retries(
     call: Callable[[], T],
     what: str,
     *,
-    delays: tuple[float, ...] = RETRY_DELAYS_SECONDS,
+    delays: tuple[float, ...] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
-    """`call()`, tried again after each of `delays` while the S3 store is
-    unavailable (s3_transient); any other error, or the last, is raised."""
-    for attempt, delay in enumerate((*delays, None), start=1):
+    """`call()`, tried again after each of `delays` (RETRY_DELAYS_SECONDS) while
+    the S3 store is unavailable (s3_transient); any other error, or the last, is raised."""
+    waits = RETRY_DELAYS_SECONDS if delays is None else delays
+    for attempt, delay in enumerate((*waits, None), start=1):
         try:
             return call()
         except Exception as exc:
@@ -236,6 +237,9 @@ def with_retries(
 
 def s3_message(action: str, uri: str, endpoint: str | None, exc: BaseException) -> str:
     where = f" at {endpoint}" if endpoint else ""
+    if s3_transient(exc):
+        waited = sum(RETRY_DELAYS_SECONDS)
+        return f"cannot {action} {uri}{where}: {exc}; the store did not answer for {waited} s"
     hint = {
         "AccessDenied": "; check the Secret named in spec.source.credentials",
         "SourceUnreachable": "; check spec.source.endpoint and the bucket name",
