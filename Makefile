@@ -69,7 +69,8 @@ test: install cluster-bin services-bin ## unit and integration tests against a r
 
 soak: install cluster-bin services-bin ## long runs: 10 min of model-server load, MLflow/S3 down a minute each, the operator over 2,000 objects
 	FLYWHEEL_LOAD_SECONDS=600 FLYWHEEL_OUTAGE_SECONDS=60 $(PY) -m pytest -s \
-	  tests/integration/test_model_server_load.py tests/integration/test_outages.py
+	  tests/integration/test_model_server_load.py tests/integration/test_outages.py \
+	  tests/integration/test_outages_workloads.py
 	$(PY) -m pytest -m soak -s tests/integration/test_operator_soak.py
 
 operator-up: cluster-up ## run the operator in the background against the local cluster

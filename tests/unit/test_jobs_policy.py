@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from flywheel.policy.jobs import stuck_pod
+from flywheel.policy.jobs import failed_attempt, stuck_pod
 
 
 def pod(reason=None, message=None, init=False):
@@ -38,3 +40,28 @@ def test_pods_on_their_way_are_not_stuck():
     assert stuck_pod([pod("ContainerCreating")]) is None
     assert stuck_pod([]) is None
     assert stuck_pod([pod("ErrImagePull", init=True)])[0] == "ErrImagePull"
+
+
+def ended(created, phase, message=None):
+    state = {"terminated": {"exitCode": 10, "message": message}} if message else {"running": {}}
+    return {
+        "metadata": {"name": f"pod-{created}", "creationTimestamp": created},
+        "status": {"phase": phase, "containerStatuses": [{"name": "snapshot", "state": state}]},
+    }
+
+
+def test_a_failed_attempt_is_named_while_the_next_runs():
+    error = {
+        "ok": False,
+        "error": {"reason": "SourceUnreachable", "message": "cannot list s3://b/"},
+    }
+    pods = [ended("2026-01-01T00:00:00Z", "Failed", json.dumps(error)),
+            ended("2026-01-01T00:00:30Z", "Running")]  # fmt: skip
+    assert failed_attempt(pods) == ("SourceUnreachable", "attempt 1 failed: cannot list s3://b/")
+
+
+def test_no_failed_attempt_without_the_workloads_report():
+    assert failed_attempt([ended("2026-01-01T00:00:00Z", "Running")]) is None
+    assert failed_attempt([ended("2026-01-01T00:00:00Z", "Failed", "Traceback ...")]) is None
+    done = json.dumps({"ok": True, "version": "abc"})
+    assert failed_attempt([ended("2026-01-01T00:00:00Z", "Succeeded", done)]) is None

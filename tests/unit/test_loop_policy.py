@@ -41,6 +41,18 @@ def test_a_drift_verdict_is_read_from_the_termination_message():
     assert status["reportUri"] == "s3://x/report.html" and status["job"] == "iris-drift-1"
 
 
+def test_a_verdict_mlflow_missed_says_so():
+    unrecorded = (
+        DRIFT[:-1] + ', "mlflowError": "cannot start a run at http://mlflow:5000: refused"}'
+    )
+    outcome = read_drift_outcome(finished_job(), [pod(unrecorded)])
+    status = next_drift_status({}, outcome, "iris-drift-1", "2026-11-23T11:01:00Z")
+    assert status["result"] == "Drift" and status["consecutiveDetections"] == 1
+    assert status["message"].startswith("drift: 50% of features drifted")
+    missed = "; not recorded in MLflow: cannot start a run at http://mlflow:5000: refused"
+    assert status["message"].endswith(f"over 900 rows: b{missed}")
+
+
 @pytest.mark.parametrize(
     ("result", "before", "after"),
     [("Drift", 2, 3), ("NoDrift", 2, 0), ("InsufficientData", 2, 2)],

@@ -28,6 +28,7 @@ from click.testing import CliRunner
 
 from flywheel.api.dataset import DatasetSpec
 from flywheel.workloads import columns as columns_module
+from flywheel.workloads import storage
 from flywheel.workloads.columns import coerce
 from flywheel.workloads.errors import EXIT_CODES
 from flywheel.workloads.scan import scan_source
@@ -489,7 +490,9 @@ def test_http_source_uses_the_authorization_header(http_server, tmp_path):
     assert "wrong" not in json.dumps(message)
 
 
-def test_unreachable_s3_endpoint(tmp_path):
+def test_unreachable_s3_endpoint(tmp_path, monkeypatch):
+    # The command waits for the store about half a minute; this test, not at all.
+    monkeypatch.setattr(storage, "RETRY_DELAYS_SECONDS", (0.01, 0.01))
     code, message = run_command(
         tmp_path,
         wire("s3://datasets/iris/", source={"endpoint": "http://127.0.0.1:9"}),
@@ -497,6 +500,10 @@ def test_unreachable_s3_endpoint(tmp_path):
         AWS_SECRET_ACCESS_KEY="very-secret-value",
     )
     assert (code, message["error"]["reason"]) == (10, "SourceUnreachable")
+    assert message["error"]["message"].startswith(
+        "cannot list s3://datasets/iris/ at http://127.0.0.1:9"
+    )
+    assert "did not answer" in message["error"]["message"]
     assert "very-secret-value" not in json.dumps(message)
 
 

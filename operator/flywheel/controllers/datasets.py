@@ -14,7 +14,7 @@ from ..api.dataset import DatasetSpec
 from ..api.kinds import DATASET
 from ..builders.snapshot import build_snapshot_job
 from ..integrations import kube
-from ..policy.jobs import stuck_pod
+from ..policy.jobs import failed_attempt, stuck_pod
 from ..policy.snapshots import plan_snapshot, read_outcome
 from ..settings import Settings
 from .handlers import register
@@ -48,9 +48,18 @@ def assess(spec: DatasetSpec, body: Mapping[str, Any], settings: Settings = SETT
         return _collected(status, attempt, read_outcome(job, pods), now)
     if job is not None and status.get("phase") != "Ready":
         # A snapshot that cannot start (image, missing Secret) says so.
-        stuck = stuck_pod(kube.job_pods(namespace, attempt["jobName"]))
+        pods = kube.job_pods(namespace, attempt["jobName"])
+        stuck = stuck_pod(pods)
         if stuck:
             return Assessment("Snapshotting", [accepted(), ConditionUpdate(READY, FALSE, *stuck)])
+        # An attempt that failed (the store down, say) is named while the Job retries.
+        failed = failed_attempt(pods)
+        if failed:
+            reason, why = failed
+            retrying = f"{why}; Job {attempt['jobName']} retries it"
+            return Assessment(
+                "Snapshotting", [accepted(), ConditionUpdate(READY, FALSE, reason, retrying)]
+            )
         running = f"taking snapshot {attempt['sequence']}: Job {attempt['jobName']}"
         return Assessment(
             "Snapshotting", [accepted(), ConditionUpdate(READY, FALSE, "Snapshotting", running)]

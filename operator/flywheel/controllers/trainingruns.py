@@ -17,7 +17,7 @@ from ..builders.modelversion import build_model_version
 from ..builders.training import build_training_job
 from ..integrations import kube, tracking
 from ..policy.gates import evaluate_gates
-from ..policy.jobs import job_finished, stuck_pod
+from ..policy.jobs import failed_attempt, job_finished, stuck_pod
 from ..policy.training import read_training_outcome
 from ..settings import Settings
 from .handlers import register
@@ -161,6 +161,11 @@ def _follow(spec, body, status, settings: Settings) -> Assessment:
         stuck = stuck_pod(pods)
         if stuck:  # stays Running: the Job resumes by itself once someone fixes it
             return Assessment("Running", [accepted(), _not_ready(*stuck)], fields)
+        failed = failed_attempt(pods)
+        if failed:  # the data store or MLflow down, say: named while the Job retries
+            reason, why = failed
+            retrying = _not_ready(reason, f"{why}; Job {status['jobName']} retries it")
+            return Assessment("Running", [accepted(), retrying], fields)
         running = _not_ready("Training", f"Job {status['jobName']} is training")
         return Assessment("Running", [accepted(), running], fields)
     outcome = read_training_outcome(job, pods)

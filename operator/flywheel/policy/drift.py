@@ -55,14 +55,19 @@ def describe(outcome: Mapping[str, Any]) -> str:
     result = outcome["result"]
     if result == "Error":
         return f"drift check failed ({outcome.get('reason')}): {outcome.get('message')}"
-    rows = outcome.get("rows") or {}
-    current = rows.get("current")
-    if result == "InsufficientData":
+    # The verdict stands without MLflow, but the user should know its run is missing.
+    missing = outcome.get("mlflowError")
+    return _verdict(outcome) + (f"; not recorded in MLflow: {missing}" if missing else "")
+
+
+def _verdict(outcome: Mapping[str, Any]) -> str:
+    current = (outcome.get("rows") or {}).get("current")
+    if outcome["result"] == "InsufficientData":
         return f"only {current} logged rows in the window; not enough to judge drift"
     drifted = [f["name"] for f in outcome.get("features") or [] if f.get("drifted")]
     share = outcome.get("share") or 0.0
     threshold = outcome.get("threshold")
-    verdict = "drift" if result == "Drift" else "no drift"
+    verdict = "drift" if outcome["result"] == "Drift" else "no drift"
     named = f": {', '.join(drifted)}" if drifted else ""
     limit = f" (threshold {threshold:.0%})" if isinstance(threshold, int | float) else ""
     return f"{verdict}: {share:.0%} of features drifted{limit} over {current} rows{named}"

@@ -73,3 +73,16 @@ def stuck_pod(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
                 )
                 return reason, f"{message} ({detail})" if detail else message
     return None
+
+
+def failed_attempt(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """(reason, message) of the newest pod that ended with the workload's own
+    error report, e.g. ('SourceUnreachable', 'attempt 1 of the Job failed: cannot
+    list s3://... at http://...'), while the Job may still retry; else None."""
+    terminated = newest_termination(pods)
+    result = json_object((terminated or {}).get("message"))
+    error = (result or {}).get("error")
+    if not isinstance(error, dict) or result.get("ok") or not error.get("reason"):
+        return None
+    failed = sum(1 for p in pods if (p.get("status") or {}).get("phase") == "Failed")
+    return error["reason"], f"attempt {failed} failed: {error.get('message', '')}"

@@ -51,7 +51,7 @@ from ..api.common import DURATION_PATTERN, parse_duration
 from .drift_errors import DRIFT_EXIT_CODES, DriftError, from_storage
 from .errors import WorkloadError
 from .snapshot import configure_logging, failed
-from .storage import s3_client, s3_message, s3_reason, split_s3_uri, write_object
+from .storage import s3_client, s3_message, s3_reason, split_s3_uri, with_retries, write_object
 from .termination import DEFAULT_PATH, render_termination, report_and_exit, secret_values
 
 log = logging.getLogger("flywheel.drift")
@@ -517,9 +517,11 @@ def put(uri: str, data: bytes, content_type: str, endpoint: str | None) -> None:
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, key = split_s3_uri(uri)
+    client = s3_client(endpoint, None)
     try:
-        s3_client(endpoint, None).put_object(
-            Bucket=bucket, Key=key, Body=data, ContentType=content_type
+        with_retries(
+            lambda: client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type),
+            f"writing {uri}",
         )
     except (BotoCoreError, ClientError) as exc:
         error = WorkloadError("SourceUnreachable", s3_message("write", uri, endpoint, exc))

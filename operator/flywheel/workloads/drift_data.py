@@ -64,6 +64,7 @@ from .storage import (
     s3_reason,
     split_s3_uri,
     spool,
+    with_retries,
 )
 
 TIME = "_flywheel_time"  # flywheel.serving.inference_log.TIME (kept free of serving imports)
@@ -302,15 +303,7 @@ def _list_current_s3(uri: str, window: Window, endpoint: str | None) -> list[Log
     bucket, prefix = split_s3_uri(uri)
     prefix = prefix.rstrip("/") + "/" if prefix else ""
     try:
-        versions = []
-        pages = client.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=prefix, Delimiter="/"
-        )
-        for page in pages:
-            for common in page.get("CommonPrefixes", []):
-                name = common["Prefix"][len(prefix) :].rstrip("/")
-                if name and not is_hidden(name):
-                    versions.append(name)
+        versions = with_retries(lambda: _model_versions(client, bucket, prefix), f"listing {uri}")
     except (BotoCoreError, ClientError) as exc:
         if s3_reason(exc) == "AccessDenied":
             raise DriftError("BadCredentials", s3_message("list", uri, endpoint, exc)) from exc
@@ -321,6 +314,16 @@ def _list_current_s3(uri: str, window: Window, endpoint: str | None) -> list[Log
             store = S3Store(f"s3://{bucket}/{prefix}{version}/hour={hour}/", client)
             found += [LogFile(store, o) for o in _parquet(store.list())]
     return found
+
+
+def _model_versions(client: Any, bucket: str, prefix: str) -> list[str]:
+    pages = client.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=prefix, Delimiter="/"
+    )
+    names = (
+        c["Prefix"][len(prefix) :].rstrip("/") for p in pages for c in p.get("CommonPrefixes", [])
+    )
+    return [name for name in names if name and not is_hidden(name)]
 
 
 def _parquet(objects: list[StoredObject]) -> list[StoredObject]:

@@ -7,21 +7,35 @@ names the URI, never a credential.
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from .errors import Reason, SnapshotError
 
 CHUNK_BYTES = 1 << 20
 HTTP_TIMEOUT_SECONDS = 30
+# A store that refuses connections for a moment (a restart, a failover) is
+# waited for here, doubling the wait, for about half a minute. Longer than
+# that the command ends with a named reason (exit 10) so the operator can say
+# which store is down, and the Job's own backoff (10 s, 20 s, ...) retries the pod.
+RETRY_DELAYS_SECONDS = (1, 2, 4, 8, 15)
+# S3 error codes worth another try: the server is up but cannot answer now.
+S3_TRANSIENT_CODES = frozenset(
+    {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "503", "500", "502"}
+)
+
+log = logging.getLogger("flywheel.storage")
+T = TypeVar("T")
 
 # S3 error codes that mean "these credentials may not do this"; anything else
 # from the server is treated as the store being unusable right now.
@@ -185,8 +199,47 @@ def s3_reason(exc: BaseException) -> Reason:
     return "SourceUnreachable"
 
 
+def s3_transient(exc: BaseException) -> bool:
+    """The store did not answer or said "not now": the same request may work later."""
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError, SSLError
+
+    if isinstance(exc, SSLError):
+        return False  # a wrong certificate stays wrong
+    if isinstance(exc, ConnectionError | HTTPClientError):
+        return True  # refused, reset, timed out: EndpointConnectionError and kin
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return code in S3_TRANSIENT_CODES or int(status) >= 500
+    return False
+
+
+def with_retries(
+    call: Callable[[], T],
+    what: str,
+    *,
+    delays: tuple[float, ...] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """`call()`, tried again after each of `delays` (RETRY_DELAYS_SECONDS) while
+    the S3 store is unavailable (s3_transient); any other error, or the last, is raised."""
+    waits = RETRY_DELAYS_SECONDS if delays is None else delays
+    for attempt, delay in enumerate((*waits, None), start=1):
+        try:
+            return call()
+        except Exception as exc:
+            if delay is None or not s3_transient(exc):
+                raise
+            log.warning("%s: %s (attempt %d; next in %g s)", what, exc, attempt, delay)
+            sleep(delay)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
 def s3_message(action: str, uri: str, endpoint: str | None, exc: BaseException) -> str:
     where = f" at {endpoint}" if endpoint else ""
+    if s3_transient(exc):
+        waited = sum(RETRY_DELAYS_SECONDS)
+        return f"cannot {action} {uri}{where}: {exc}; the store did not answer for {waited} s"
     hint = {
         "AccessDenied": "; check the Secret named in spec.source.credentials",
         "SourceUnreachable": "; check spec.source.endpoint and the bucket name",
@@ -210,7 +263,7 @@ class S3Store:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            keys = list(self._list_keys())
+            keys = with_retries(lambda: list(self._list_keys()), f"listing {self.uri}")
         except (BotoCoreError, ClientError) as exc:
             raise self._guard("list", self.uri)(exc) from exc
         exact = [(key, size) for key, size in keys if key == self.prefix]
@@ -243,7 +296,10 @@ class S3Store:
         _, key = split_s3_uri(obj.uri)
         guard = self._guard("read", obj.uri)
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            body = with_retries(
+                lambda: self.client.get_object(Bucket=self.bucket, Key=key)["Body"],
+                f"reading {obj.uri}",
+            )
         except (BotoCoreError, ClientError) as exc:
             raise guard(exc) from exc
         return GuardedStream(body, (BotoCoreError, ClientError, OSError), guard)
@@ -364,9 +420,14 @@ def _write_s3(uri: str, data: bytes, endpoint: str | None) -> None:
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, key = split_s3_uri(uri)
+    client = s3_client(endpoint, None)
     try:
-        s3_client(endpoint, None).put_object(
-            Bucket=bucket, Key=key, Body=data, ContentType="application/json"
+        # A repeated put of the same key replaces the object: retrying cannot duplicate.
+        with_retries(
+            lambda: client.put_object(
+                Bucket=bucket, Key=key, Body=data, ContentType="application/json"
+            ),
+            f"writing {uri}",
         )
     except (BotoCoreError, ClientError) as exc:
         message = s3_message("write", uri, endpoint, exc)
