@@ -1,6 +1,7 @@
 """Evidently's drift tests on small synthetic frames: per-column scores and
 flags, the share of drifted columns against the threshold, the statistical
-test and its threshold set by the user, and tests that cannot apply."""
+test and its threshold set by the user, tests that cannot apply, and the
+same results as Evidently's own DataDriftPreset report on the same frames."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from flywheel.workloads.drift_errors import DriftError
 from flywheel.workloads.drift_report import (
     check_stat_test,
     finite,
-    read_results,
     run_drift,
     stat_tests,
     verdict,
@@ -61,12 +61,49 @@ def test_shifted_columns_drift_and_the_share_counts_them(half_drifted):
     assert by_name["d"].method and "K-S" not in by_name["d"].method
 
 
-def test_the_report_is_html_and_the_snapshot_is_json(half_drifted):
-    assert half_drifted.html.lstrip().lower().startswith(b"<!doctype html") or (
-        b"<html" in half_drifted.html[:2000].lower()
+def test_the_report_is_html_and_the_document_is_json(half_drifted):
+    page = half_drifted.html.decode()
+    assert page.lower().startswith("<!doctype html") and "Data drift: Drift" in page
+    assert all(f"<td>{name}</td>" in page for name in KINDS)
+    document = json.loads(json.dumps(half_drifted.report, allow_nan=False))  # plain JSON
+    assert [c["column"] for c in document["columns"]] == list(KINDS)
+    assert document["driftedCount"] == 2 and document["share"] == 0.5
+    by_name = {c["column"]: c for c in document["columns"]}
+    assert by_name["d"]["reference"]["y"] == by_name["d"]["current"]["y"] == [200, 200, 200]
+    assert sum(by_name["a"]["current"]["y"]) == 600  # every row in a bin
+
+
+@pytest.mark.parametrize("method", [None, "psi"])
+def test_the_same_results_as_evidentlys_preset(method):
+    """The check runs the preset's column tests without the preset's report:
+    scores, flags, methods and the share must be the preset's own."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    reference, current = frames({"a": 3.0, "b": 0.15}, rows=3000, seed=7)
+    ours = run_drift(reference, current, KINDS, method=method)
+    definition = DataDefinition(numerical_columns=["a", "b", "c"], categorical_columns=["d"])
+    snapshot = Report([DataDriftPreset(method=method)], include_tests=True).run(
+        Dataset.from_pandas(current, data_definition=definition),
+        Dataset.from_pandas(reference, data_definition=definition),
     )
-    json.dumps(half_drifted.report, allow_nan=True)  # plain JSON types
-    assert any("DriftedColumnsCount" in m["config"]["type"] for m in half_drifted.report["metrics"])
+    document = json.loads(snapshot.json())
+    scores, methods, flags = {}, {}, {}
+    for metric in document["metrics"]:
+        config = metric["config"]
+        if config["type"].endswith(":ValueDrift"):
+            scores[config["column"]] = metric["value"]
+            methods[config["column"]] = (config["method"], config["threshold"])
+        elif config["type"].endswith(":DriftedColumnsCount"):
+            share = metric["value"]["share"]
+    for test in document["tests"]:
+        params = test["metric_config"]["params"]
+        if params["type"].endswith(":ValueDrift"):
+            flags[params["column"]] = test["status"] == "FAIL"
+    assert {f.name: f.score for f in ours.features} == pytest.approx(scores, rel=1e-12)
+    assert {f.name: (f.method, f.threshold) for f in ours.features} == methods
+    assert {f.name: f.drifted for f in ours.features} == flags
+    assert ours.share == share and "a" in {n for n, drifted in flags.items() if drifted}
 
 
 def test_unshifted_data_does_not_drift():
@@ -110,26 +147,6 @@ def test_unknown_or_misfit_tests_fail_before_reading():
     assert "numerical columns only; not to d (categorical)" in raised.value.message
 
 
-def test_results_without_numbers_are_null():
-    document = {
-        "metrics": [
-            {
-                "config": {
-                    "type": "x:ValueDrift",
-                    "column": "a",
-                    "method": "ks",
-                    "threshold": 0.05,
-                },
-                "value": float("nan"),
-            },
-            {"config": {"type": "x:DriftedColumnsCount"}, "value": {"count": 0, "share": 0.0}},
-        ],
-        "tests": [],
-    }
-    results, share, count = read_results(document, ["a", "b"])
-    assert [(r.name, r.score, r.drifted, r.method) for r in results] == [
-        ("a", None, False, "ks"),
-        ("b", None, False, None),
-    ]
-    assert (share, count) == (0.0, 0)
-    assert finite("inf") is None and finite(None) is None and finite(np.float64(0.25)) == 0.25
+def test_numbers_json_cannot_carry_are_null():
+    assert finite("inf") is None and finite(None) is None and finite(float("nan")) is None
+    assert finite(np.float64(0.25)) == 0.25

@@ -311,6 +311,7 @@ def check_drift(settings: DriftSettings) -> tuple[CheckResult, bytes | None]:
     current_side = data.side_data(current, features, kinds)
     reference_side = data.side_data(ref, features, kinds)
     del current, ref
+    data.release_freed_memory()
     log.info(
         "checking %d features: %d reference rows (sample %s), %d current rows (sample %s)",
         len(features),

@@ -22,6 +22,7 @@ once its rows are read; reference objects one at a time.
 
 from __future__ import annotations
 
+import ctypes
 import gzip
 import os
 import tempfile
@@ -198,6 +199,19 @@ def typed_frame(frame: pd.DataFrame, kinds: dict[str, Kind]) -> pd.DataFrame:
             text = column.astype("object")
             typed[name] = text.where(text.isna(), text.astype(str))
     return pd.DataFrame(typed, index=frame.index)
+
+
+def release_freed_memory() -> None:
+    """Give the heap's free pages back to the OS (glibc's malloc_trim).
+
+    Reading leaves most of what the batches and the reservoir's compactions
+    used free but mapped (about 170 MB for 1,000,000 logged rows), and
+    Evidently's import and tests come on top of that peak. Elsewhere: nothing."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.malloc_trim(0)
 
 
 def kinds_of(types: dict[str, pa.DataType], features: list[str]) -> dict[str, Kind]:
