@@ -131,7 +131,9 @@ def test_bad_credentials_and_unreachable_source(
     objects.create(namespace, unreachable)
 
     for name, reason in (("denied", "AccessDenied"), ("gone", "SourceUnreachable")):
-        status = wait_for(lambda n=name: ready_or_failed(objects, namespace, n), timeout=120)
+        # An unreachable store is waited for: ~30 s in each pod (storage.with_retries),
+        # three pods (the snapshot Job's backoffLimit 2, 10 s and 20 s apart).
+        status = wait_for(lambda n=name: ready_or_failed(objects, namespace, n), timeout=360)
         ready = next(c for c in status["conditions"] if c["type"] == "Ready")
         assert (status["phase"], ready["reason"]) == ("Failed", reason), ready
         said = str(status) + str(events(kube_api, namespace, name))
