@@ -168,3 +168,12 @@ class Traffic:
             self.codes[err.code] += 1
         except OSError:
             self.codes[0] += 1  # connection refused: a pod going away
+
+
+def shifted_rows():
+    """Iris measurements as a new sensor reports them: most features moved."""
+    frame = iris_frame()[0].sample(60, random_state=1).reset_index(drop=True)
+    frame["petal_length"] += 3.0
+    frame["petal_width"] += 1.5
+    frame["sepal_length"] += 2.0
+    return frame

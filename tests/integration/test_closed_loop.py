@@ -11,19 +11,10 @@ from __future__ import annotations
 import pytest
 from kube_helpers import wait_for
 from kubernetes import client
-from serving_helpers import Traffic, iris_frame
+from serving_helpers import Traffic, shifted_rows
 from training_helpers import iris_run, wait_finished, wait_model_phase
 
 pytestmark = pytest.mark.integration
-
-
-def shifted_rows():
-    """Iris measurements as a new sensor reports them: most features moved."""
-    frame = iris_frame()[0].sample(60, random_state=1).reset_index(drop=True)
-    frame["petal_length"] += 3.0
-    frame["petal_width"] += 1.5
-    frame["sepal_length"] += 2.0
-    return frame
 
 
 def loop_service(stable: str) -> dict:

@@ -27,7 +27,7 @@ from kube_helpers import wait_for
 from kubernetes import client
 from model_server_process import log_iris_classifier, running, serve_env
 from serving_helpers import iris_frame
-from training_helpers import iris_run, wait_finished, wait_model_phase
+from training_helpers import iris_run, wait_finished, wait_model_phase, wait_training_pod_running
 
 # Set-up, a minute down and the run's whole training after it: more than the
 # default 600 s on a busy machine.
@@ -93,15 +93,7 @@ def test_mlflow_down_while_training_completes_with_nothing_lost(
 ):
     model = f"outage-{namespace}"
     objects.create(namespace, iris_run("iris-rf", model, []))
-    core = client.CoreV1Api(kube_api)
-
-    def training_pod_running():
-        pods = core.list_namespaced_pod(
-            namespace, label_selector="app.kubernetes.io/component=training"
-        ).items
-        return any(p.status.phase == "Running" for p in pods)
-
-    wait_for(training_pod_running, timeout=180, every=0.5, what="the training pod to run")
+    wait_training_pod_running(kube_api, namespace)
     with mlflow_server.outage():
         time.sleep(OUTAGE_SECONDS)
 

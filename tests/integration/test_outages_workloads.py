@@ -24,13 +24,14 @@ import pytest
 from kube_helpers import wait_for
 from kubernetes import client
 from sample_data import IRIS_COLUMNS, SAMPLE_BUCKET, SAMPLE_KEY, upload_sample_data
-from serving_helpers import Traffic, iris_frame
+from serving_helpers import Traffic, shifted_rows
 from training_helpers import (
     iris_dataset,
     iris_run,
     wait_dataset_ready,
     wait_finished,
     wait_model_phase,
+    wait_training_pod_running,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -137,15 +138,7 @@ def test_store_down_while_training_registers_one_version(
 ):
     model = f"store-outage-{namespace}"
     objects.create(namespace, iris_run("iris-rf", model, []))
-    core = client.CoreV1Api(kube_api)
-
-    def training_pod_running():
-        pods = core.list_namespaced_pod(
-            namespace, label_selector="app.kubernetes.io/component=training"
-        ).items
-        return any(p.status.phase == "Running" for p in pods)
-
-    wait_for(training_pod_running, timeout=180, every=0.5, what="the training pod to run")
+    wait_training_pod_running(kube_api, namespace)
     with object_store.outage():
         time.sleep(OUTAGE_SECONDS)
 
@@ -178,15 +171,6 @@ def assert_registered_once(objects, namespace, status, model, mlflow_server) -> 
 
 
 # --- the drift check ------------------------------------------------------
-
-
-def shifted_rows() -> pd.DataFrame:
-    """Iris measurements as a new sensor reports them: most features moved."""
-    frame = iris_frame()[0].sample(60, random_state=1).reset_index(drop=True)
-    frame["petal_length"] += 3.0
-    frame["petal_width"] += 1.5
-    frame["sepal_length"] += 2.0
-    return frame
 
 
 def monitored_service(stable: str) -> dict:

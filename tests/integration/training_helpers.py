@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kube_helpers import wait_for
+from kubernetes import client
 
 RANDOM_FOREST = "sklearn.ensemble.RandomForestClassifier"
 
@@ -75,3 +76,16 @@ def wait_dataset_ready(objects, namespace, name="iris", timeout=120):
         return status if status.get("phase") == "Ready" else None
 
     return wait_for(ready, timeout=timeout, what=f"the Dataset {name} snapshot")
+
+
+def wait_training_pod_running(kube_api, namespace, timeout=180) -> None:
+    """Until a training pod of `namespace` runs (an outage is then timed into training)."""
+    core = client.CoreV1Api(kube_api)
+
+    def running():
+        pods = core.list_namespaced_pod(
+            namespace, label_selector="app.kubernetes.io/component=training"
+        ).items
+        return any(p.status.phase == "Running" for p in pods)
+
+    wait_for(running, timeout=timeout, every=0.5, what="the training pod to run")
