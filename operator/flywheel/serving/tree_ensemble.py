@@ -143,27 +143,30 @@ class CompiledModel:
     def _transformed(self, X: Any) -> Any:
         return X if self.transform is None else self.transform.transform(X)
 
-    def predict_proba(self, X: Any) -> np.ndarray:
-        Xt = self._transformed(X)
+    def _leaf_mean(self, Xt: Any) -> np.ndarray | None:
+        """The trees' leaf values averaged as the forest averages them (a single
+        tree's as they are), or None if scikit-learn must answer."""
         matrix = self._matrix(Xt)
         if matrix is None:
-            return self.final.predict_proba(Xt)
-        proba = self.trees.summed(matrix)
-        if self.forest:
-            proba /= len(self.final.estimators_)
-        return proba
-
-    def predict(self, X: Any) -> np.ndarray:
-        Xt = self._transformed(X)
-        matrix = self._matrix(Xt)
-        if matrix is None:
-            return self.final.predict(Xt)
+            return None
         summed = self.trees.summed(matrix)
         if self.forest:
             summed /= len(self.final.estimators_)
-        if self.classifier:
-            return self.classes.take(np.argmax(summed, axis=1), axis=0)
         return summed
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        Xt = self._transformed(X)
+        proba = self._leaf_mean(Xt)
+        return self.final.predict_proba(Xt) if proba is None else proba
+
+    def predict(self, X: Any) -> np.ndarray:
+        Xt = self._transformed(X)
+        mean = self._leaf_mean(Xt)
+        if mean is None:
+            return self.final.predict(Xt)
+        if self.classifier:
+            return self.classes.take(np.argmax(mean, axis=1), axis=0)
+        return mean
 
 
 def _split_pipeline(estimator: Any) -> tuple[Any | None, Any]:
