@@ -66,7 +66,8 @@ def revived(operator):
         operator.start()
 
 
-@pytest.mark.timeout(2400)
+# Each kill costs a restart and resuming every object: about a minute on a busy machine.
+@pytest.mark.timeout(max(2400, 600 + 60 * KILLS))
 def test_sigkill_at_random_points_leaves_one_of_everything(
     revived, objects, namespace, kube_api, sample_data, mlflow_server
 ):
