@@ -40,15 +40,33 @@ def ensure_run(
 ) -> str:
     """The run for this object (found by uid tag), created when there is none."""
     mlflow = client(tracking_uri)
+    run_tags = {**tags, UID_TAG: uid}
     found = mlflow.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else mlflow.create_experiment(experiment)
+    if found is None:
+        created = _create_experiment(mlflow, experiment)
+        if created is not None:
+            # An experiment this call created holds no run to find: one request
+            # fewer for every TrainingRun with an experiment of its own (the default).
+            return mlflow.create_run(created, run_name=name, tags=run_tags).info.run_id
+        found = mlflow.get_experiment_by_name(experiment)  # another creator was first
     existing = mlflow.search_runs(
-        [experiment_id], filter_string=f"tags.`{UID_TAG}` = '{uid}'", max_results=1
+        [found.experiment_id], filter_string=f"tags.`{UID_TAG}` = '{uid}'", max_results=1
     )
     if existing:
         return existing[0].info.run_id
-    run = mlflow.create_run(experiment_id, run_name=name, tags={**tags, UID_TAG: uid})
-    return run.info.run_id
+    return mlflow.create_run(found.experiment_id, run_name=name, tags=run_tags).info.run_id
+
+
+def _create_experiment(mlflow, name: str) -> str | None:
+    """The new experiment's id, or None when another creator made it first."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.create_experiment(name)
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_ALREADY_EXISTS":
+            return None
+        raise
 
 
 def get_run(tracking_uri: str, run_id: str) -> RunInfo:

@@ -1,0 +1,55 @@
+"""tracking.ensure_run against a real MLflow tracking store (SQLite, no server):
+one run per object, however often and however concurrently it is asked."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow import MlflowClient
+
+from flywheel.integrations import tracking
+
+
+@pytest.fixture
+def tracking_uri(tmp_path):
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def runs_of(uri: str, experiment: str) -> list[str]:
+    mlflow = MlflowClient(uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    return [r.info.run_id for r in mlflow.search_runs([found.experiment_id])] if found else []
+
+
+def ensure(uri: str, experiment: str, uid: str) -> str:
+    return tracking.ensure_run(uri, experiment, uid=uid, name="r", tags={"t": "v"})
+
+
+def test_a_new_experiment_gets_one_run_and_asking_again_finds_it(tracking_uri):
+    first = ensure(tracking_uri, "ns/r", "uid-1/v1")
+    assert ensure(tracking_uri, "ns/r", "uid-1/v1") == first
+    assert runs_of(tracking_uri, "ns/r") == [first]
+    run = MlflowClient(tracking_uri).get_run(first)
+    assert run.data.tags[tracking.UID_TAG] == "uid-1/v1" and run.data.tags["t"] == "v"
+
+
+def test_objects_sharing_an_experiment_get_a_run_each(tracking_uri):
+    a = ensure(tracking_uri, "shared", "uid-a/v1")
+    b = ensure(tracking_uri, "shared", "uid-b/v1")
+    assert a != b and sorted(runs_of(tracking_uri, "shared")) == sorted([a, b])
+    assert ensure(tracking_uri, "shared", "uid-a/v1") == a
+
+
+def test_losing_the_race_to_create_the_experiment_still_finds_the_run(tracking_uri, monkeypatch):
+    # Another reconcile created the experiment and this object's run between
+    # our lookup and our create: the create fails, and the run is found.
+    made = ensure(tracking_uri, "raced", "uid-1/v1")
+    real = MlflowClient.get_experiment_by_name
+    calls = []
+
+    def not_there_yet(self, name):
+        calls.append(name)
+        return None if len(calls) == 1 else real(self, name)
+
+    monkeypatch.setattr(MlflowClient, "get_experiment_by_name", not_there_yet)
+    assert ensure(tracking_uri, "raced", "uid-1/v1") == made
+    assert runs_of(tracking_uri, "raced") == [made]
