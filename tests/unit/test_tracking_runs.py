@@ -43,6 +43,7 @@ def test_losing_the_race_to_create_the_experiment_still_finds_the_run(tracking_u
     # Another reconcile created the experiment and this object's run between
     # our lookup and our create: the create fails, and the run is found.
     made = ensure(tracking_uri, "raced", "uid-1/v1")
+    monkeypatch.setattr(tracking, "_experiment_ids", {})  # as a restarted operator
     real = MlflowClient.get_experiment_by_name
     calls = []
 
@@ -53,3 +54,28 @@ def test_losing_the_race_to_create_the_experiment_still_finds_the_run(tracking_u
     monkeypatch.setattr(MlflowClient, "get_experiment_by_name", not_there_yet)
     assert ensure(tracking_uri, "raced", "uid-1/v1") == made
     assert runs_of(tracking_uri, "raced") == [made]
+
+
+def test_runs_of_one_experiment_look_it_up_once(tracking_uri, monkeypatch):
+    ensure(tracking_uri, "ns/data", "uid-1/v1")
+    lookups = []
+    real = MlflowClient.get_experiment_by_name
+    monkeypatch.setattr(
+        MlflowClient,
+        "get_experiment_by_name",
+        lambda self, name: lookups.append(name) or real(self, name),
+    )
+    second = ensure(tracking_uri, "ns/data", "uid-2/v1")
+    assert lookups == []
+    assert len(runs_of(tracking_uri, "ns/data")) == 2
+    lookups.clear()
+    # A deleted experiment: the run cannot be made, the error says so, and the
+    # next attempt looks the experiment up again instead of trusting the id.
+    MlflowClient(tracking_uri).delete_experiment(
+        MlflowClient(tracking_uri).get_run(second).info.experiment_id
+    )
+    with pytest.raises(Exception, match="(?i)active|deleted"):
+        ensure(tracking_uri, "ns/data", "uid-3/v1")
+    with pytest.raises(Exception, match="(?i)active|deleted"):
+        ensure(tracking_uri, "ns/data", "uid-3/v1")
+    assert lookups == ["ns/data"]

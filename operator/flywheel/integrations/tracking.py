@@ -35,26 +35,39 @@ def client(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
+# Experiment ids by (tracking URI, name): an id never changes, and TrainingRuns
+# of one Dataset share an experiment, so each looks it up once per process.
+_experiment_ids: dict[tuple[str, str], str] = {}
+
+
 def ensure_run(
     tracking_uri: str, experiment: str, uid: str, name: str, tags: dict[str, str]
 ) -> str:
     """The run for this object (found by uid tag), created when there is none."""
     mlflow = client(tracking_uri)
     run_tags = {**tags, UID_TAG: uid}
-    found = mlflow.get_experiment_by_name(experiment)
-    if found is None:
-        created = _create_experiment(mlflow, experiment)
-        if created is not None:
-            # An experiment this call created holds no run to find: one request
-            # fewer for every TrainingRun with an experiment of its own (the default).
+    key = (tracking_uri, experiment)
+    experiment_id = _experiment_ids.get(key)
+    if experiment_id is None:
+        found = mlflow.get_experiment_by_name(experiment)
+        if found is None and (created := _create_experiment(mlflow, experiment)) is not None:
+            # An experiment this call created holds no run to find.
+            _experiment_ids[key] = created
             return mlflow.create_run(created, run_name=name, tags=run_tags).info.run_id
-        found = mlflow.get_experiment_by_name(experiment)  # another creator was first
-    existing = mlflow.search_runs(
-        [found.experiment_id], filter_string=f"tags.`{UID_TAG}` = '{uid}'", max_results=1
-    )
-    if existing:
-        return existing[0].info.run_id
-    return mlflow.create_run(found.experiment_id, run_name=name, tags=run_tags).info.run_id
+        found = found or mlflow.get_experiment_by_name(experiment)  # another creator was first
+        experiment_id = _experiment_ids[key] = found.experiment_id
+    try:
+        existing = mlflow.search_runs(
+            [experiment_id], filter_string=f"tags.`{UID_TAG}` = '{uid}'", max_results=1
+        )
+        if existing:
+            return existing[0].info.run_id
+        return mlflow.create_run(experiment_id, run_name=name, tags=run_tags).info.run_id
+    except Exception:
+        # The experiment may have been deleted and made again under a new id:
+        # the retry looks it up afresh.
+        _experiment_ids.pop(key, None)
+        raise
 
 
 def _create_experiment(mlflow, name: str) -> str | None:
