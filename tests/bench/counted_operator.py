@@ -6,9 +6,11 @@ controller-manager's, the scheduler's and kwok's (they all use the same
 admin certificate here), so the operator process counts what it sends: kopf's
 aiohttp requests (watches, finalizers, status patches) and the kubernetes
 client's urllib3 requests (Jobs, Deployments, Services, Pods), keyed by
-host:port and method. MLflow's requests go through urllib3 too and are told
-apart by their host. Every half second the counts go to the JSON file named
-by FLYWHEEL_BENCH_COUNTS. Nothing of the operator itself changes.
+host:port, method and the resource the path names (`jobs`,
+`trainingruns/status`, `events`, `trainingruns?watch`). MLflow's requests
+go through urllib3 too and are told apart by their host. Every half second
+the counts go to the JSON file named by FLYWHEEL_BENCH_COUNTS. Nothing of
+the operator itself changes.
 
     python counted_operator.py run --metrics-port 0 ...   (the `flywheel` CLI's arguments)
 """
@@ -29,9 +31,29 @@ COUNTS: collections.Counter[str] = collections.Counter()
 _LOCK = threading.Lock()
 
 
-def _count(host: str, method: str) -> None:
+def resource_of(url: str) -> str:
+    """The collection a Kubernetes path names, with its subresource:
+    /apis/batch/v1/namespaces/ns/jobs/x -> jobs; .../trainingruns/x/status ->
+    trainingruns/status; a watch is marked `?watch`. MLflow paths keep theirs."""
+    path, _, query = url.partition("?")
+    parts = [p for p in path.split("/") if p]
+    if parts[:2] == ["api", "2.0"]:  # MLflow's REST API
+        return path
+    if parts[:1] == ["api"]:
+        parts = parts[2:]  # api, v1
+    elif parts[:1] == ["apis"]:
+        parts = parts[3:]  # apis, group, version
+    else:
+        return path
+    if parts[:1] == ["namespaces"] and len(parts) > 2:
+        parts = parts[2:]
+    resource = "/".join(parts[:1] + parts[2:3])
+    return resource + ("?watch" if "watch=" in query else "")
+
+
+def _count(host: str, method: str, url: str) -> None:
     with _LOCK:
-        COUNTS[f"{host} {method.upper()}"] += 1
+        COUNTS[f"{host} {method.upper()} {resource_of(url)}"] += 1
 
 
 def _patch_urllib3() -> None:
@@ -39,7 +61,7 @@ def _patch_urllib3() -> None:
 
     def urlopen(self, method, url, *args, **kwargs):
         # Retries re-enter urlopen: each attempt is a request the server sees.
-        _count(f"{self.host}:{self.port}", method)
+        _count(f"{self.host}:{self.port}", method, url)
         return original(self, method, url, *args, **kwargs)
 
     urllib3.connectionpool.HTTPConnectionPool.urlopen = urlopen
@@ -50,7 +72,7 @@ def _patch_aiohttp() -> None:
 
     async def request(self, method, str_or_url, *args, **kwargs):
         url = aiohttp.client.URL(str(str_or_url))
-        _count(f"{url.host}:{url.port}", method)
+        _count(f"{url.host}:{url.port}", method, str(url.relative()))
         return await original(self, method, str_or_url, *args, **kwargs)
 
     aiohttp.ClientSession._request = request

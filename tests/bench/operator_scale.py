@@ -15,7 +15,10 @@ operator wants (nothing but the operator's own work is timed).
   number of threads as the parents' creator, POSTing the same child objects
   (the Jobs, Deployments and Services the operator made for a warm-up pair,
   renamed, owner references dropped) into a namespace the operator does not
-  watch. Its rate is the bound: objects whose children exist per second.
+  watch. A TrainingRun's children include its MLflow experiment and run (the
+  Job names the run), so for those the raw client creates both in the same
+  MLflow server first. Its rate is the bound: objects whose children exist
+  per second.
 - Operator side: the same threads create the N parents; watches on the
   children record when each appears (create -> child latency: from just
   before the parent's POST to the child's ADDED event, both clocks ours).
@@ -309,22 +312,28 @@ class Operator:
 def split_counts(before: dict[str, int], after: dict[str, int], kube_host: str) -> dict[str, Any]:
     """Requests between two snapshots of the counts: Kubernetes by method, MLflow apart."""
     kube: dict[str, int] = {}
-    other = 0
+    by_resource: dict[str, int] = {}
+    mlflow: dict[str, int] = {}
     for key, value in after.items():
         delta = value - before.get(key, 0)
         if not delta:
             continue
-        host, method = key.rsplit(" ", 1)
+        host, method, resource = key.split(" ", 2)
         if host == kube_host:
             kube[method] = kube.get(method, 0) + delta
+            what = f"{method} {resource}"
+            by_resource[what] = by_resource.get(what, 0) + delta
         else:
-            other += delta
+            what = f"{method} {resource}"
+            mlflow[what] = mlflow.get(what, 0) + delta
     writes = sum(v for m, v in kube.items() if m in ("POST", "PUT", "PATCH", "DELETE"))
     return {
         "kubernetes": kube,
+        "kubernetes_by_resource": dict(sorted(by_resource.items(), key=lambda kv: -kv[1])),
         "kubernetes_total": sum(kube.values()),
         "kubernetes_writes": writes,
-        "mlflow": other,
+        "mlflow": sum(mlflow.values()),
+        "mlflow_by_path": dict(sorted(mlflow.items(), key=lambda kv: -kv[1])),
     }
 
 
@@ -358,12 +367,26 @@ def collection(obj: dict[str, Any], namespace: str) -> str:
     return f"{prefix}/namespaces/{namespace}/{plural}"
 
 
-def raw_side(api, templates: list[dict[str, Any]], n: int, namespace: str) -> dict[str, Any]:
-    """POST n copies of `templates` (one parent's children), THREADS at once."""
+def raw_side(
+    api, templates: list[dict[str, Any]], n: int, namespace: str, tracking_uri: str | None = None
+) -> dict[str, Any]:
+    """POST n copies of `templates` (one parent's children), THREADS at once.
+
+    With `tracking_uri`, each copy also gets what a TrainingRun's reconcile
+    makes in MLflow before its Job (the Job carries the run's id): its own
+    experiment and one run in it, created the shortest way (two requests)."""
     create_namespace(api, namespace)
+    mlflow = None
+    if tracking_uri:
+        from mlflow import MlflowClient
+
+        mlflow = MlflowClient(tracking_uri)
 
     def one(i: int) -> float:
         began = time.monotonic()
+        if mlflow is not None:
+            experiment = mlflow.create_experiment(f"{namespace}/raw-{i}")
+            mlflow.create_run(experiment, run_name=f"raw-{i}")
         for template in templates:
             body = copy.deepcopy(template)
             body["metadata"]["name"] = f"{template['metadata']['name']}-r{i}"
@@ -381,6 +404,7 @@ def raw_side(api, templates: list[dict[str, Any]], n: int, namespace: str) -> di
         "per_second": n / seconds,
         "latency": latency_summary(latencies),
         "api_requests_per_object": len(templates),
+        "mlflow_requests_per_object": 2 if mlflow is not None else 0,
     }
 
 
@@ -606,8 +630,11 @@ def _run(cluster, n: int, quiet: int) -> dict[str, Any]:
         log("operator: loop latency, ModelVersion Servable -> canary")
         loop = loop_latency(api, ns, model, LOOP_REPEATS[n == SIZES[True]])
 
-        log(f"operator: raw client, {n} Jobs and {n} x {len(serve_template)} serving objects")
-        raw_train = raw_side(api, job_template, n, raw_ns)
+        log(
+            f"operator: raw client, {n} x (MLflow experiment + run + Job) "
+            f"and {n} x {len(serve_template)} serving objects"
+        )
+        raw_train = raw_side(api, job_template, n, raw_ns, tracking_uri)
         raw_serve = raw_side(api, serve_template, n, f"{raw_ns}-s")
         for name in (raw_ns, f"{raw_ns}-s"):  # their pods would load the cluster meanwhile
             _call(api, "DELETE", f"/api/v1/namespaces/{name}")
