@@ -54,25 +54,33 @@ def plain(array: pa.Array | pa.ChunkedArray) -> pa.Array:
     if pa.types.is_large_string(array.type) or pa.types.is_string_view(array.type):
         array = array.cast(pa.string())
     if pa.types.is_floating(array.type):
-        array = pc.if_else(pc.is_nan(array), None, array)
+        nan = pc.is_nan(array)
+        if nan.true_count:  # most batches have none: skip the copy
+            array = pc.if_else(nan, None, array)
     return array
 
 
 @dataclass(frozen=True)
 class Coerced:
+    source: pa.Array  # what was read
     values: pa.Array  # of ARROW_TYPES[kind]; null where missing or not of the kind
-    invalid: pa.Array  # boolean mask: present in the data, but not of the kind
+
+    @property
+    def invalid(self) -> pa.Array:
+        """Boolean mask: present in the data, but not of the kind."""
+        return pc.and_(pc.is_valid(self.source), pc.is_null(self.values))
 
     @property
     def invalid_count(self) -> int:
-        return pc.sum(self.invalid).as_py() or 0
+        # Every reader keeps a missing value missing, so the values' nulls are
+        # the source's plus the invalid ones: a count without a pass over the data.
+        return self.values.null_count - self.source.null_count
 
 
 def coerce(array: pa.Array, kind: str) -> Coerced:
     """Read values as the declared kind and mark those that are not."""
     read = _from_text if pa.types.is_string(array.type) else _from_typed
-    values = read(array, kind)
-    return Coerced(values, pc.and_(pc.is_valid(array), pc.is_null(values)))
+    return Coerced(array, read(array, kind))
 
 
 def _from_text(text: pa.Array, kind: str) -> pa.Array:
@@ -82,6 +90,9 @@ def _from_text(text: pa.Array, kind: str) -> pa.Array:
     if fast is not None:
         return fast
     stripped = pc.utf8_trim_whitespace(text)
+    if kind == "datetime":
+        ok = pc.match_substring_regex(stripped, DATETIME_TEXT, ignore_case=True)
+        return _datetimes(pc.if_else(ok, stripped, None))
     trimmed = pc.utf8_lower(stripped)
     if kind == "integer":
         ok = pc.match_substring_regex(trimmed, INTEGER_TEXT)
@@ -91,12 +102,9 @@ def _from_text(text: pa.Array, kind: str) -> pa.Array:
     if kind == "float":
         ok = pc.match_substring_regex(trimmed, FLOAT_TEXT)
         return pc.cast(pc.if_else(ok, trimmed, None), pa.float64())
-    if kind == "boolean":
-        is_true = pc.is_in(trimmed, value_set=TRUE_TEXT)
-        ok = pc.or_(is_true, pc.is_in(trimmed, value_set=FALSE_TEXT))
-        return pc.if_else(ok, is_true, None)
-    ok = pc.match_substring_regex(stripped, DATETIME_TEXT, ignore_case=True)
-    return _datetimes(pc.if_else(ok, stripped, None))
+    is_true = pc.is_in(trimmed, value_set=TRUE_TEXT)  # boolean
+    ok = pc.or_(is_true, pc.is_in(trimmed, value_set=FALSE_TEXT))
+    return pc.if_else(ok, is_true, None)
 
 
 def _clean_number_column(text: pa.Array, kind: str) -> pa.Array | None:
@@ -200,16 +208,19 @@ class Summary:
     low: Any = None
     high: Any = None
 
-    def add(self, values: pa.Array, with_total: bool = True) -> None:
+    def add(self, values: pa.Array, with_total: bool = True) -> tuple[Any, Any] | None:
+        """Add one batch; its (min, max), or None when it has no values."""
         present = len(values) - values.null_count
         if not present:
-            return
+            return None
         extremes = pc.min_max(values).as_py()
-        self.low = extremes["min"] if self.low is None else min(self.low, extremes["min"])
-        self.high = extremes["max"] if self.high is None else max(self.high, extremes["max"])
+        low, high = extremes["min"], extremes["max"]
+        self.low = low if self.low is None else min(self.low, low)
+        self.high = high if self.high is None else max(self.high, high)
         if with_total:
             self.total += pc.sum(pc.cast(values, pa.float64())).as_py()
         self.count += present
+        return low, high
 
     @property
     def mean(self) -> float | None:
@@ -348,17 +359,19 @@ class ColumnStats:
             if typed:
                 self.found_types.add(str(array.type))
         values = coerced.values
-        self._profile(values, {declared.type})
-        if declared.type in ("integer", "float"):
-            self._check_range(values, declared)
+        extremes = self._profile(values, {declared.type})
+        if declared.type in ("integer", "float") and extremes is not None:
+            self._check_range(values, declared, *extremes)
         if self._allowed is not None:
             outside = pc.invert(pc.is_in(values, value_set=self._allowed))
             self.not_allowed.add(pc.filter(values, pc.and_(pc.is_valid(values), outside)))
 
-    def _check_range(self, values: pa.Array, declared: Column) -> None:
-        if declared.min is not None:
+    def _check_range(self, values: pa.Array, declared: Column, low: Any, high: Any) -> None:
+        # The batch's own extremes decide whether any value can break a rule,
+        # so a batch within range (the usual case) costs no pass over it.
+        if declared.min is not None and low < declared.min:
             self.below_min.add(pc.filter(values, pc.less(values, declared.min)), "min")
-        if declared.max is not None:
+        if declared.max is not None and high > declared.max:
             self.above_max.add(pc.filter(values, pc.greater(values, declared.max)), "max")
 
     def _update_inferred(self, array: pa.Array) -> None:
@@ -387,13 +400,15 @@ class ColumnStats:
                 fitting[kind] = coerced.values
         return fitting
 
-    def _profile(self, values: pa.Array, kinds: set[str]) -> None:
+    def _profile(self, values: pa.Array, kinds: set[str]) -> tuple[Any, Any] | None:
+        """Add values to the profile; the batch's (min, max) for numbers."""
         if kinds & {"integer", "float"}:
-            self.numbers.add(values)
-        elif "datetime" in kinds:
+            return self.numbers.add(values)
+        if "datetime" in kinds:
             self.times.add(values, with_total=False)
         else:
             self.categories.add(values)
+        return None
 
 
 # --- the whole table -------------------------------------------------------
