@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,10 +267,21 @@ def _open_parquet(stack: ExitStack, store: Store, obj: StoredObject) -> OpenedOb
         path = spool(hasher)
         stack.callback(path.unlink, missing_ok=True)
         digest = hasher.digest(obj.key)
-    else:
-        digest = hash_file(path, obj.key)
+        names, batches = parquet_batches(path)
+        return OpenedObject(names, batches, lambda: digest)
+    # A local file is hashed in a thread while it is parsed: both release the
+    # GIL, so on two cores the hash costs no wall time (it was a serial pass).
+    hashing = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="hash"))
+    hashed = hashing.submit(hash_file, path, obj.key)
     names, batches = parquet_batches(path)
-    return OpenedObject(names, batches, lambda: digest)
+    return OpenedObject(names, batches, lambda: _hashed(hashed, obj))
+
+
+def _hashed(hashed: Future[ObjectDigest], obj: StoredObject) -> ObjectDigest:
+    try:
+        return hashed.result()
+    except READ_ERRORS as exc:
+        raise unreadable(obj, "parquet", exc) from exc
 
 
 def _opened(stack: ExitStack, store: Store, obj: StoredObject) -> Readable:
