@@ -22,6 +22,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from .errors import SnapshotError
+from .prefetch import prefetched
 from .storage import CHUNK_BYTES, Readable, Store, StoredObject, spool
 
 # One CSV block becomes one batch. pyarrow's streaming reader reads up to 32
@@ -231,7 +232,9 @@ def open_object(store: Store, obj: StoredObject, data_format: str) -> Iterator[O
                 opened = _open_parquet(stack, store, obj)
         except READ_ERRORS as exc:
             raise unreadable(obj, data_format, exc) from exc
-        opened.batches = _mapped(opened.batches, obj, data_format)
+        # Read ahead in a thread while the caller works on a batch; leaving
+        # the block stops the thread before the object's stream closes.
+        opened.batches = stack.enter_context(prefetched(_mapped(opened.batches, obj, data_format)))
         yield opened
 
 
