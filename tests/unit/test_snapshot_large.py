@@ -1,5 +1,6 @@
-"""Snapshots of objects read in many batches: a rule broken only in the last
-row is still found, and the version is the sha256 of the bytes read."""
+"""Snapshots of objects read in many batches (a rule broken only in the last
+row is still found, the version is the sha256 of the bytes read) and the
+fast path for clean datetime text."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from flywheel.api.dataset import DatasetSpec
-from flywheel.workloads.columns import CATEGORIES_KEPT
+from flywheel.workloads import columns as columns_module
+from flywheel.workloads.columns import CATEGORIES_KEPT, coerce
 from flywheel.workloads.reading import PARQUET_BATCH_CELLS, csv_block_bytes
 from flywheel.workloads.snapshot import take_snapshot
 
@@ -140,3 +142,24 @@ def test_the_version_is_the_sha256_of_the_bytes(tmp_path, fmt):
         }
     lines = "".join(json.dumps([d["key"], d["size"], d["sha256"]]) + "\n" for d in digests)
     assert result.version == hashlib.sha256(lines.encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "cells",
+    [
+        ["2024-01-31", "1999-12-01", None],  # clean dates: Arrow's own cast
+        ["2024-01-31 08:30:00", "2024-01-31T23:59:59", None],  # clean times
+        ["2024-01-31T08:30+01", "2024-01-31T08:30:00"],  # an offset, 19 characters
+        ["2024-01-31T08", "2024-01-31T09"],  # hour only: Arrow reads it, the rule does not
+        ["2024-02-30", "2024-01-31"],  # an impossible date
+        ["2024-01-31t08:30:00", "2024-01-31 08:30:00"],  # lower-case t
+        [" 2024-01-31", "2024-01-31 "],  # spaces around
+    ],
+)
+def test_clean_datetime_columns_read_the_same_as_the_text_rule(cells, monkeypatch):
+    text = pa.array(cells, pa.string())
+    fast = coerce(text, "datetime")
+    monkeypatch.setattr(columns_module, "_clean_datetime_column", lambda t: None)
+    slow = coerce(text, "datetime")
+    assert fast.values.to_pylist() == slow.values.to_pylist()
+    assert fast.invalid.to_pylist() == slow.invalid.to_pylist()
