@@ -33,11 +33,14 @@ from .storage import CHUNK_BYTES, Readable, Store, StoredObject, spool
 CSV_BLOCK_BYTES_PER_COLUMN = 48 << 10
 CSV_BLOCK_BYTES_MIN = 256 << 10
 CSV_BLOCK_BYTES_MAX = 8 << 20
-# Parquet batches hold about this many cells, whatever the table's width.
-# Statistics cost a few compute calls per column and batch whatever its
-# length: 640k cells (was 160k) took a fifth off a Parquet scan's CPU for
-# about 15 MiB more peak memory; 1M saved no more and cost 25 MiB more.
-PARQUET_BATCH_CELLS = 640_000
+# Parquet batches hold about this many cells, whatever the table's width
+# (the drift check's reading uses it too).
+PARQUET_BATCH_CELLS = 160_000
+# The snapshot's batches are larger: its statistics cost a few compute calls
+# per column and batch whatever the length, and 640k cells took a fifth off a
+# Parquet snapshot's CPU for about 15 MiB more peak memory (1M saved no more
+# and cost 25 MiB more).
+SNAPSHOT_PARQUET_BATCH_CELLS = 640_000
 # A header line longer than this is not a CSV header.
 MAX_HEADER_BYTES = 1 << 20
 
@@ -206,7 +209,7 @@ def parquet_batches(path: Path) -> tuple[list[str], Iterator[pa.RecordBatch]]:
     # one thread, because parallel column decoding raised peak RSS by half.
     parquet = pq.ParquetFile(path, buffer_size=CHUNK_BYTES, pre_buffer=False)
     names = parquet.schema_arrow.names
-    rows = max(1024, PARQUET_BATCH_CELLS // max(len(names), 1))
+    rows = max(1024, SNAPSHOT_PARQUET_BATCH_CELLS // max(len(names), 1))
     return names, parquet.iter_batches(batch_size=rows, use_threads=False)
 
 
