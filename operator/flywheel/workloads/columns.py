@@ -54,25 +54,33 @@ def plain(array: pa.Array | pa.ChunkedArray) -> pa.Array:
     if pa.types.is_large_string(array.type) or pa.types.is_string_view(array.type):
         array = array.cast(pa.string())
     if pa.types.is_floating(array.type):
-        array = pc.if_else(pc.is_nan(array), None, array)
+        nan = pc.is_nan(array)
+        if nan.true_count:  # most batches have none: skip the copy
+            array = pc.if_else(nan, None, array)
     return array
 
 
 @dataclass(frozen=True)
 class Coerced:
+    source: pa.Array  # what was read
     values: pa.Array  # of ARROW_TYPES[kind]; null where missing or not of the kind
-    invalid: pa.Array  # boolean mask: present in the data, but not of the kind
+
+    @property
+    def invalid(self) -> pa.Array:
+        """Boolean mask: present in the data, but not of the kind."""
+        return pc.and_(pc.is_valid(self.source), pc.is_null(self.values))
 
     @property
     def invalid_count(self) -> int:
-        return pc.sum(self.invalid).as_py() or 0
+        # Every reader keeps a missing value missing, so the values' nulls are
+        # the source's plus the invalid ones: a count without a pass over the data.
+        return self.values.null_count - self.source.null_count
 
 
 def coerce(array: pa.Array, kind: str) -> Coerced:
     """Read values as the declared kind and mark those that are not."""
     read = _from_text if pa.types.is_string(array.type) else _from_typed
-    values = read(array, kind)
-    return Coerced(values, pc.and_(pc.is_valid(array), pc.is_null(values)))
+    return Coerced(array, read(array, kind))
 
 
 def _from_text(text: pa.Array, kind: str) -> pa.Array:
@@ -81,7 +89,12 @@ def _from_text(text: pa.Array, kind: str) -> pa.Array:
     fast = _clean_number_column(text, kind)
     if fast is not None:
         return fast
+    if kind == "datetime" and (fast := _clean_datetime_column(text)) is not None:
+        return fast
     stripped = pc.utf8_trim_whitespace(text)
+    if kind == "datetime":
+        ok = pc.match_substring_regex(stripped, DATETIME_TEXT, ignore_case=True)
+        return _datetimes(pc.if_else(ok, stripped, None))
     trimmed = pc.utf8_lower(stripped)
     if kind == "integer":
         ok = pc.match_substring_regex(trimmed, INTEGER_TEXT)
@@ -91,12 +104,9 @@ def _from_text(text: pa.Array, kind: str) -> pa.Array:
     if kind == "float":
         ok = pc.match_substring_regex(trimmed, FLOAT_TEXT)
         return pc.cast(pc.if_else(ok, trimmed, None), pa.float64())
-    if kind == "boolean":
-        is_true = pc.is_in(trimmed, value_set=TRUE_TEXT)
-        ok = pc.or_(is_true, pc.is_in(trimmed, value_set=FALSE_TEXT))
-        return pc.if_else(ok, is_true, None)
-    ok = pc.match_substring_regex(stripped, DATETIME_TEXT, ignore_case=True)
-    return _datetimes(pc.if_else(ok, stripped, None))
+    is_true = pc.is_in(trimmed, value_set=TRUE_TEXT)  # boolean
+    ok = pc.or_(is_true, pc.is_in(trimmed, value_set=FALSE_TEXT))
+    return pc.if_else(ok, is_true, None)
 
 
 def _clean_number_column(text: pa.Array, kind: str) -> pa.Array | None:
@@ -119,6 +129,21 @@ def _clean_number_column(text: pa.Array, kind: str) -> pa.Array | None:
             return None
         return values
     return None
+
+
+def _clean_datetime_column(text: pa.Array) -> pa.Array | None:
+    """As `_clean_number_column`, for datetimes: the regex pass was the
+    largest part of reading a datetime column. Arrow's cast reads, among
+    others, "2024-01-31T08" (hour only), which DATETIME_TEXT refuses; of the
+    forms it reads, those of 10 characters ("2024-01-31") and 19 characters
+    ("2024-01-31 08:30:00", with T or a space) are all accepted by the regex
+    (Arrow refuses zone offsets for a timestamp without zone, whatever the
+    length). So a batch whose values all have one of those lengths and all
+    cast is read as the slow path would read it; any other returns None."""
+    lengths = pc.min_max(pc.utf8_length(text)).as_py()
+    if lengths["min"] != lengths["max"] or lengths["min"] not in (10, 19):
+        return None
+    return _strict_cast(text, ARROW_TYPES["datetime"])
 
 
 def _strict_cast(text: pa.Array, target: pa.DataType) -> pa.Array | None:
@@ -200,16 +225,19 @@ class Summary:
     low: Any = None
     high: Any = None
 
-    def add(self, values: pa.Array, with_total: bool = True) -> None:
+    def add(self, values: pa.Array, with_total: bool = True) -> tuple[Any, Any] | None:
+        """Add one batch; its (min, max), or None when it has no values."""
         present = len(values) - values.null_count
         if not present:
-            return
+            return None
         extremes = pc.min_max(values).as_py()
-        self.low = extremes["min"] if self.low is None else min(self.low, extremes["min"])
-        self.high = extremes["max"] if self.high is None else max(self.high, extremes["max"])
+        low, high = extremes["min"], extremes["max"]
+        self.low = low if self.low is None else min(self.low, low)
+        self.high = high if self.high is None else max(self.high, high)
         if with_total:
             self.total += pc.sum(pc.cast(values, pa.float64())).as_py()
         self.count += present
+        return low, high
 
     @property
     def mean(self) -> float | None:
@@ -233,13 +261,22 @@ class Violations:
             better = min if extreme == "min" else max
             self.extreme = value if self.extreme is None else better(self.extreme, value)
         if len(self.examples) < EXAMPLES_KEPT:
-            self._add_examples(offending)
+            try:
+                distinct = pc.unique(offending)
+            except pa.ArrowNotImplementedError:  # nested types: look at the head
+                distinct = offending.slice(0, 100)
+            self._add_examples(distinct)
 
-    def _add_examples(self, offending: pa.Array) -> None:
-        try:
-            distinct = pc.unique(offending)
-        except pa.ArrowNotImplementedError:  # nested types: look at the head
-            distinct = offending.slice(0, 100)
+    def add_counted(self, distinct: pa.Array, counts: pa.Array) -> None:
+        """Offending values given as distinct values (in order of first
+        appearance, as `pc.unique` gives them) and how often each occurred."""
+        if not len(distinct):
+            return
+        self.count += pc.sum(counts).as_py()
+        if len(self.examples) < EXAMPLES_KEPT:
+            self._add_examples(distinct)
+
+    def _add_examples(self, distinct: pa.Array) -> None:
         for value in distinct.slice(0, EXAMPLES_KEPT * 2).to_pylist():
             if len(self.examples) < EXAMPLES_KEPT and value not in self.examples:
                 self.examples.append(value)
@@ -255,15 +292,17 @@ class TopCounter:
     approximate: bool = False
     unsupported: bool = False
 
-    def add(self, values: pa.Array) -> None:
+    def add(self, values: pa.Array) -> pa.StructArray | None:
+        """Count one batch; its value counts (every distinct present value, in
+        order of first appearance), or None when there are none to give."""
         present = values.drop_null()
         if self.unsupported or not len(present):
-            return
+            return None
         try:
-            table = pc.value_counts(present)
+            counted = table = pc.value_counts(present)
         except pa.ArrowNotImplementedError:  # nested types have no hash kernel
             self.unsupported = True
-            return
+            return None
         if len(table) > self.keep:
             top = pc.select_k_unstable(table.field("counts"), self.keep, [("", "descending")])
             table = table.take(top)
@@ -275,6 +314,7 @@ class TopCounter:
         if len(self.counts) > 2 * self.keep:
             self.counts = dict(heapq.nlargest(self.keep, self.counts.items(), key=itemgetter(1)))
             self.approximate = True
+        return counted
 
     def top(self, n: int) -> list[tuple[Any, int]]:
         return sorted(self.counts.items(), key=lambda item: (-item[1], str(item[0])))[:n]
@@ -348,18 +388,38 @@ class ColumnStats:
             if typed:
                 self.found_types.add(str(array.type))
         values = coerced.values
-        self._profile(values, {declared.type})
+        counts = None
         if declared.type in ("integer", "float"):
-            self._check_range(values, declared)
+            extremes = self.numbers.add(values)
+            if extremes is not None:
+                self._check_range(values, declared, *extremes)
+        elif declared.type == "datetime":
+            self.times.add(values, with_total=False)
+        else:
+            counts = self.categories.add(values)
         if self._allowed is not None:
+            self._check_allowed(values, counts)
+
+    def _check_range(self, values: pa.Array, declared: Column, low: Any, high: Any) -> None:
+        # The batch's own extremes decide whether any value can break a rule,
+        # so a batch within range (the usual case) costs no pass over it.
+        if declared.min is not None and low < declared.min:
+            self.below_min.add(pc.filter(values, pc.less(values, declared.min)), "min")
+        if declared.max is not None and high > declared.max:
+            self.above_max.add(pc.filter(values, pc.greater(values, declared.max)), "max")
+
+    def _check_allowed(self, values: pa.Array, counts: pa.StructArray | None) -> None:
+        if counts is None:
             outside = pc.invert(pc.is_in(values, value_set=self._allowed))
             self.not_allowed.add(pc.filter(values, pc.and_(pc.is_valid(values), outside)))
-
-    def _check_range(self, values: pa.Array, declared: Column) -> None:
-        if declared.min is not None:
-            self.below_min.add(pc.filter(values, pc.less(values, declared.min)), "min")
-        if declared.max is not None:
-            self.above_max.add(pc.filter(values, pc.greater(values, declared.max)), "max")
+            return
+        # The profile's value counts hold each distinct value once: checking
+        # those instead of every row is the same answer for a fraction of the work.
+        distinct = counts.field("values")
+        outside = pc.invert(pc.is_in(distinct, value_set=self._allowed))
+        self.not_allowed.add_counted(
+            pc.filter(distinct, outside), pc.filter(counts.field("counts"), outside)
+        )
 
     def _update_inferred(self, array: pa.Array) -> None:
         fitting = self._fitting(array)
