@@ -388,17 +388,12 @@ class ColumnStats:
             if typed:
                 self.found_types.add(str(array.type))
         values = coerced.values
-        counts = None
-        if declared.type in ("integer", "float"):
-            extremes = self.numbers.add(values)
-            if extremes is not None:
-                self._check_range(values, declared, *extremes)
-        elif declared.type == "datetime":
-            self.times.add(values, with_total=False)
-        else:
-            counts = self.categories.add(values)
+        profiled = self._profile(values, {declared.type})
+        numeric = declared.type in ("integer", "float")
+        if numeric and profiled is not None:
+            self._check_range(values, declared, *profiled)
         if self._allowed is not None:
-            self._check_allowed(values, counts)
+            self._check_allowed(values, None if numeric else profiled)
 
     def _check_range(self, values: pa.Array, declared: Column, low: Any, high: Any) -> None:
         # The batch's own extremes decide whether any value can break a rule,
@@ -447,13 +442,16 @@ class ColumnStats:
                 fitting[kind] = coerced.values
         return fitting
 
-    def _profile(self, values: pa.Array, kinds: set[str]) -> None:
+    def _profile(self, values: pa.Array, kinds: set[str]) -> Any:
+        """Add the batch to the profile; what the summary saw of it: (min, max)
+        for numbers, the value counts for categories, None for datetimes or
+        a batch without values (the declared checks reuse it)."""
         if kinds & {"integer", "float"}:
-            self.numbers.add(values)
-        elif "datetime" in kinds:
+            return self.numbers.add(values)
+        if "datetime" in kinds:
             self.times.add(values, with_total=False)
-        else:
-            self.categories.add(values)
+            return None
+        return self.categories.add(values)
 
 
 # --- the whole table -------------------------------------------------------
