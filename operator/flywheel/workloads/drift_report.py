@@ -9,6 +9,7 @@ drift test has it. The report is rendered from those results (drift_html.py).
 
 from __future__ import annotations
 
+import functools
 import gc
 import math
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ def verdict(share: float, threshold: float) -> Verdict:
     return "Drift" if share >= threshold else "NoDrift"
 
 
+@functools.cache  # once: a second freeze would also freeze the check's own data
 def import_evidently() -> None:
     """Import the Evidently modules the check uses, without the cycle collector.
 
