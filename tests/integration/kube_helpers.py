@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +19,28 @@ from flywheel.api.kinds import BY_KIND
 # The operator under test resyncs this often, so reference and hot-loop checks
 # take seconds.
 RESYNC_SECONDS = 2
+
+
+# Verbs that change something; the apiserver counts a server-side apply as APPLY.
+WRITE_VERBS = ("POST", "PUT", "PATCH", "APPLY", "DELETE")
+
+
+def apiserver_requests(control_plane) -> Counter:
+    """apiserver_request_total summed by (resource, subresource, verb) since the
+    apiserver last started."""
+    text = control_plane.kubectl("get", "--raw", "/metrics").stdout
+    totals: Counter = Counter()
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+        key = (labels.get("resource"), labels.get("subresource", ""), labels.get("verb"))
+        totals[key] += float(line.rsplit(" ", 1)[1])
+    return totals
+
+
+def writes(counts: Counter, resource: str, verbs=WRITE_VERBS) -> float:
+    return sum(n for (res, _, verb), n in counts.items() if res == resource and verb in verbs)
 
 
 def wait_for(probe: Callable[[], Any], timeout: float = 30, every: float = 0.3, what: str = ""):

@@ -22,7 +22,7 @@ from collections import Counter
 
 import pytest
 from chaos_helpers import mlflow_runs
-from kube_helpers import RESYNC_SECONDS, wait_for
+from kube_helpers import RESYNC_SECONDS, apiserver_requests, wait_for, writes
 from kubernetes import client
 
 from flywheel.api.common import GROUP, VERSION
@@ -51,25 +51,6 @@ def kwok_run(name: str) -> dict:
             },
         },
     }
-
-
-def apiserver_requests(control_plane) -> Counter:
-    """apiserver_request_total summed by (resource, subresource, verb) since the
-    apiserver last started."""
-    text = control_plane.kubectl("get", "--raw", "/metrics").stdout
-    totals: Counter = Counter()
-    for line in text.splitlines():
-        if not line.startswith("apiserver_request_total{"):
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
-        key = (labels.get("resource"), labels.get("subresource", ""), labels.get("verb"))
-        totals[key] += float(line.rsplit(" ", 1)[1])
-    return totals
-
-
-def writes(counts: Counter, resource: str) -> float:
-    verbs = ("POST", "PUT", "PATCH", "DELETE")
-    return sum(n for (res, _, verb), n in counts.items() if res == resource and verb in verbs)
 
 
 def reconciles(operator) -> float:

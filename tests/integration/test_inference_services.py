@@ -5,8 +5,10 @@ canary the operator promotes or rolls back from the pods' own metrics.
 
 from __future__ import annotations
 
+import time
+
 import pytest
-from kube_helpers import wait_for
+from kube_helpers import RESYNC_SECONDS, WRITE_VERBS, apiserver_requests, wait_for
 from kubernetes import client
 from serving_helpers import (
     Traffic,
@@ -278,3 +280,49 @@ def test_autoscaling_gives_each_track_an_hpa(operator, objects, namespace, model
         what="two ready stable replicas",
     )
     assert apps.read_namespaced_deployment("iris-stable", namespace).spec.replicas == 2
+
+
+# What the operator writes for an InferenceService; the status subresources
+# are the controllers' (a Deployment's replica counts), apart from our own.
+OPERATOR_WRITES = {
+    ("deployments", ""),
+    ("services", ""),
+    ("horizontalpodautoscalers", ""),
+    ("inferenceservices", ""),
+    ("inferenceservices", "status"),
+    ("events", ""),
+}
+
+
+def test_a_converged_service_sends_no_writes(
+    operator, objects, namespace, models, kube_api, control_plane
+):
+    """Every resync re-checks the Deployment, the Services and the HPA, but once
+    they match, it only reads them: no server-side apply that changes nothing."""
+    autoscaling = {"minReplicas": 1, "maxReplicas": 3, "targetCpuUtilization": 60}
+    objects.create(namespace, service("iris", "iris-a", autoscaling=autoscaling))
+    wait_phase(objects, namespace, "iris", "Ready")
+    # Earlier tests' namespaces are deleted in the background, and the
+    # operator writes while their objects go; count only after they have.
+    core = client.CoreV1Api(kube_api)
+    wait_for(
+        lambda: not [n for n in core.list_namespace().items if n.status.phase == "Terminating"],
+        timeout=300,
+        every=2,
+        what="earlier tests' namespaces to be gone",
+    )
+    time.sleep(2 * RESYNC_SECONDS)
+    before = apiserver_requests(control_plane)
+    time.sleep(5 * RESYNC_SECONDS)  # five resyncs of every child
+    after = apiserver_requests(control_plane)
+    written = {
+        key: after[key] - before[key]
+        for key in after
+        if key[:2] in OPERATOR_WRITES and key[2] in WRITE_VERBS and after[key] != before[key]
+    }
+    assert written == {}, written
+    reads = sum(
+        after[k] - before[k] for k in after if k[0] in ("deployments", "services") and k[2] == "GET"
+    )
+    assert reads > 0, "the children were not looked at: the resync did not run"
+    assert status_of(objects, namespace, "iris")["phase"] == "Ready"

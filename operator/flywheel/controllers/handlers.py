@@ -18,6 +18,7 @@ import kopf
 from ..api.common import GROUP, VERSION
 from ..api.kinds import Kind
 from ..config import RESYNC_SECONDS
+from ..integrations import children
 from ..metrics import PHASES
 from .reconcile import forget_lock
 
@@ -33,3 +34,4 @@ def register(kind: Kind, handler: Callable[..., Any]) -> None:
     def forget(name: str, namespace: str, uid: str, **_: Any) -> None:
         PHASES.forget(kind.kind, namespace, name)
         forget_lock(uid)
+        children.forget_owned_by(uid)
