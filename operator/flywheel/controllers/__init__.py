@@ -1,5 +1,21 @@
 """kopf handlers, one module per kind. Importing this package registers them."""
 
-from . import datasets, indexes, inferenceservices, modelversions, startup, trainingruns
+from . import (
+    datasets,
+    indexes,
+    inferenceservices,
+    modelversions,
+    startup,
+    trainingruns,
+    wake,
+)
 
-__all__ = ["datasets", "indexes", "inferenceservices", "modelversions", "startup", "trainingruns"]
+__all__ = [
+    "datasets",
+    "indexes",
+    "inferenceservices",
+    "modelversions",
+    "startup",
+    "trainingruns",
+    "wake",
+]

@@ -28,6 +28,7 @@ from ..builders.serving import (
     track_name,
 )
 from ..integrations import children, tracking
+from ..policy.canary import seconds_until_check
 from ..policy.jobs import stuck_pod
 from ..policy.traffic import effective_percent, plan_split
 from ..settings import Settings
@@ -123,12 +124,17 @@ def assess(
 
     step = None
     weight = 0
+    next_check = None
     if canary_name and canary is not None and canary["servable"] and canary.get("registryVersion"):
         step, weight, canary_fields = _run_canary(
             body, spec, status, canary_name, canary, analysis_spec, stable_replicas, router,
             settings, now,
         )  # fmt: skip
         fields.update(canary_fields)
+        window = (fields.get("analysis") or {}).get("windowStart")
+        if window and not (step.decision and step.decision.final):
+            # The check is due at the end of the interval, not at the next resync.
+            next_check = seconds_until_check(window, analysis_spec.interval, now)
         if step.event:
             events.append(step.event)
         if step.decision and step.decision.verdict == "promote":
@@ -159,10 +165,12 @@ def assess(
     stuck = None
     if stable_ready == 0:  # why no pod serves: an image or a Secret a person must fix?
         stuck = stuck_pod(children.list_pods(namespace, selector(name, "stable")))
-    return _verdict(
+    assessment = _verdict(
         proposed, status, fields, events, stable_name, stable_ready, stable_done, canary_name,
         stuck,
     )  # fmt: skip
+    assessment.wake_after = next_check
+    return assessment
 
 
 def _run_canary(

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from ..api.conditions import FALSE, TRUE, ConditionUpdate, find, merge_conditions
 from ..api.kinds import Kind
 from ..metrics import PHASES, RECONCILE_SECONDS, RECONCILES
+from . import wake
 from .backoff import Backoff
 
 ACCEPTED, READY = "Accepted", "Ready"
@@ -41,6 +42,9 @@ class Assessment:
     fields: dict[str, Any] = field(default_factory=dict)
     # Events beyond condition changes: (type, reason, message).
     events: list[tuple[str, str, str]] = field(default_factory=list)
+    # Seconds until the object has work due (a canary's next check): it is
+    # woken then, not at its next resync. None: nothing is due.
+    wake_after: float | None = None
 
 
 Assess = Callable[[BaseModel, Mapping[str, Any]], Assessment]
@@ -111,6 +115,10 @@ def _reconcile(kind: Kind, body: Mapping[str, Any], patch: kopf.Patch, assess: A
     announce(body, old.get("conditions"), new["conditions"])
     for type_, reason, message in assessment.events:
         kopf.event(body, type=type_, reason=reason, message=message)
+    if assessment.wake_after is not None:
+        wake.request_reconcile_after(
+            kind.kind, meta.get("namespace", ""), meta["name"], assessment.wake_after
+        )
     PHASES.record(kind.kind, meta.get("namespace", ""), meta["name"], new["phase"])
     RECONCILES.labels(kind.kind, result).inc()
     RECONCILE_SECONDS.labels(kind.kind).observe(time.monotonic() - started)
