@@ -61,6 +61,9 @@ from common import (
 )
 
 sys.path.insert(0, str(REPO / "tests" / "cluster"))
+# N InferenceServices take 2N ClusterIPs; the tests' /24 holds 254. Read when
+# controlplane is imported, and used only by a control plane this bench starts.
+os.environ.setdefault("FLYWHEEL_SERVICE_CIDR", "10.0.0.0/16")
 import controlplane  # noqa: E402
 
 WORK = CACHE / "operator"

@@ -52,7 +52,11 @@ NODE_NAME = "kwok-node-0"
 # kwok manages only nodes carrying this annotation; any other node (and its
 # pods) is left alone for whoever plays its kubelet.
 KWOK_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
-SERVICE_CIDR = "10.0.0.0/24"  # virtual only: nothing routes or dials it
+# Virtual only on the kwok control plane: nothing routes or dials it (the
+# real node routes it to its bridge, so keep it clear of the host's networks).
+# 254 addresses; the operator benchmark at N = 1,000 InferenceServices needs
+# 2,000 and sets FLYWHEEL_SERVICE_CIDR=10.0.0.0/16 for its own control plane.
+SERVICE_CIDR = os.environ.get("FLYWHEEL_SERVICE_CIDR", "10.0.0.0/24")
 UP_TIMEOUT = 120.0
 STOP_TIMEOUT = 15.0
 

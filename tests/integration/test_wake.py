@@ -67,7 +67,7 @@ def test_the_loop_moves_on_watch_events_alone(
         },
     )
     wait_for(
-        lambda: reason(objects, namespace, "InferenceService", "iris") == "MissingReference",
+        lambda: reason(objects, namespace, "InferenceService", "iris") == "ModelVersionNotFound",
         timeout=60,
         what="the InferenceService to wait on its ModelVersion",
     )

@@ -18,7 +18,8 @@ from flywheel.integrations import children
 class FakeApiserver:
     """Objects by path; apply bumps generation only when the spec changes."""
 
-    def __init__(self) -> None:
+    def __init__(self, generations: bool = True) -> None:
+        self.generations = generations  # Services and HPAs have none
         self.objects: dict[str, dict] = {}
         self.requests: Counter = Counter()
         self.version = 0
@@ -32,9 +33,11 @@ class FakeApiserver:
         assert method == "PATCH" and content == "application/apply-patch+yaml"
         live = self.objects.get(path)
         if live is None or live["spec"] != body["spec"]:
-            generation = (live or {"metadata": {"generation": 0}})["metadata"]["generation"] + 1
+            generation = (live or {"metadata": {}})["metadata"].get("generation", 0) + 1
             live = {**copy.deepcopy(body), "status": {}}
             live["metadata"] = {**live["metadata"], "generation": generation, "uid": "u-1"}
+            if not self.generations:
+                del live["metadata"]["generation"]
         live["metadata"]["labels"] = dict(body["metadata"].get("labels") or {})
         self.bump(live)
         self.objects[path] = live
@@ -139,3 +142,27 @@ def test_forgetting_an_owner_applies_its_children_again(server):
     children.forget_owned_by("owner-1")
     children.apply(deployment(owner="owner-1"))
     assert server.requests["PATCH"] == 2
+
+
+@pytest.fixture
+def server_without_generations(monkeypatch):
+    fake = FakeApiserver(generations=False)
+    monkeypatch.setattr(children, "_call", fake.call)
+    monkeypatch.setattr(children, "_last_applied", {})
+    return fake
+
+
+def test_kinds_without_a_generation_are_compared_by_the_fields_we_sent(server_without_generations):
+    server = server_without_generations
+    children.apply(deployment())
+    # An HPA's status moves its resourceVersion every few seconds: no write.
+    server.edit(PATH, lambda d: d["status"].update(currentReplicas=2))
+    # Fields the apiserver defaults (or others own) are not ours to compare.
+    server.edit(PATH, lambda d: d["spec"]["template"]["spec"].update(restartPolicy="Always"))
+    children.apply(deployment())
+    assert server.requests["PATCH"] == 1
+    # A field we set, changed by someone else, is put back.
+    server.edit(PATH, lambda d: d["spec"]["template"]["spec"]["containers"][0].update(image="x"))
+    live = children.apply(deployment())
+    assert server.requests["PATCH"] == 2
+    assert live["spec"]["template"]["spec"]["containers"][0]["image"] == "flywheel:1"

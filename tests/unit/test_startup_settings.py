@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 import kopf
 
-from flywheel.controllers.startup import configure
+from flywheel.controllers.startup import configure, quiet_wake_handlers
 
 
 def test_watches_are_bounded_and_stopping_timers_is_noticed_within_a_second():
@@ -17,3 +19,12 @@ def test_watches_are_bounded_and_stopping_timers_is_noticed_within_a_second():
     # operator's exit, for up to a minute behind a running timer.
     assert settings.background.cancellation_polling <= 1.0
     assert settings.persistence.finalizer.startswith("mlops.flywheel.dev/")
+
+
+def test_the_wake_up_handlers_runs_are_not_logged_but_failures_and_reconciles_are():
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("kopf.objects", logging.INFO, "", 0, message, None, None)
+
+    assert not quiet_wake_handlers(record("Handler 'wake_owner_of_jobs' succeeded."))
+    assert quiet_wake_handlers(record("Handler 'reconcile_training_run' succeeded."))
+    assert quiet_wake_handlers(record("Handler 'wake_owner_of_jobs' failed with an exception."))

@@ -79,3 +79,29 @@ def test_runs_of_one_experiment_look_it_up_once(tracking_uri, monkeypatch):
     with pytest.raises(Exception, match="(?i)active|deleted"):
         ensure(tracking_uri, "ns/data", "uid-3/v1")
     assert lookups == ["ns/data"]
+
+
+def test_two_versions_of_a_new_model_registering_at_once_both_register(tracking_uri, monkeypatch):
+    # Seen with the wake-ups: a TrainingRun's own ModelVersion and another one
+    # naming the same run registered in the same second. The one that lost
+    # the race to create the registered model was marked Failed
+    # ("RegistrationRefused: RESOURCE_ALREADY_EXISTS").
+    mlflow = MlflowClient(tracking_uri)
+    run_id = mlflow.create_run(mlflow.create_experiment("e")).info.run_id
+    first = tracking.ensure_model_version(tracking_uri, "m", "s3://b/m", run_id, "uid-1", {})
+    real = MlflowClient.get_registered_model
+    calls = []
+
+    def not_there_yet(self, name):
+        calls.append(name)
+        if len(calls) == 1:  # what the loser saw just before the winner created it
+            from mlflow.exceptions import MlflowException
+
+            raise MlflowException(
+                "RESOURCE_DOES_NOT_EXIST: no model m", error_code="RESOURCE_DOES_NOT_EXIST"
+            )
+        return real(self, name)
+
+    monkeypatch.setattr(MlflowClient, "get_registered_model", not_there_yet)
+    second = tracking.ensure_model_version(tracking_uri, "m", "s3://b/m", run_id, "uid-2", {})
+    assert calls and {str(first.version), str(second.version)} == {"1", "2"}

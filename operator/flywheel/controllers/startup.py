@@ -42,3 +42,12 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # default: the finalizer, or the exit, waited up to a minute for a reconcile
     # that ends in well under a second.
     settings.background.cancellation_polling = 1.0
+    # The wake-up handlers (wake.py) run on every watch event of the objects
+    # others wait on and of our Jobs and Deployments; kopf logs each run at
+    # info. What they do is logged when they do it; their "succeeded" is noise.
+    logging.getLogger("kopf.objects").addFilter(quiet_wake_handlers)
+
+
+def quiet_wake_handlers(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not (message.startswith("Handler 'wake_") and message.endswith(" succeeded."))

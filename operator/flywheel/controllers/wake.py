@@ -190,7 +190,7 @@ def request_reconcile(kind: str, namespace: str, name: str, why: str) -> None:
             return
         log.warning("could not wake %s %s/%s (%s): %s", kind, namespace, name, why, err.reason)
         return
-    log.debug("woke %s %s/%s: %s", kind, namespace, name, why)
+    log.info("woke %s %s/%s: %s", kind, namespace, name, why)
 
 
 class _Alarms:

@@ -91,20 +91,43 @@ def _digest(obj: dict[str, Any]) -> str:
 
 def _fingerprint(live: dict[str, Any], sent: dict[str, Any]) -> tuple:
     """What changes when someone else changes what we set: the object's
-    identity, its spec (generation counts spec changes; kinds without one,
-    like Service, fall back to resourceVersion) and the labels and annotations
-    we set. Status updates (a Deployment's replica counts) leave it alone."""
+    identity, its spec and the labels and annotations we set. A status update
+    (a Deployment's replica counts, an HPA's metrics) leaves it alone.
+
+    generation counts spec changes where the kind has one (Deployment,
+    CronJob, HTTPRoute); Services and HPAs have none, and their
+    resourceVersion moves with every status update, so for them the live
+    spec is checked to still hold every field we sent."""
     meta = live.get("metadata") or {}
     ours = sent.get("metadata") or {}
-    changed = meta.get("generation") or meta.get("resourceVersion")
+    spec = meta.get("generation")
+    if spec is None:
+        spec = _holds(live.get("spec"), sent.get("spec"))
     labels = {k: (meta.get("labels") or {}).get(k) for k in ours.get("labels") or {}}
     notes = {k: (meta.get("annotations") or {}).get(k) for k in ours.get("annotations") or {}}
     return (
         meta.get("uid"),
-        changed,
+        spec,
         tuple(sorted(labels.items())),
         tuple(sorted(notes.items())),
     )
+
+
+def _holds(live: Any, sent: Any) -> bool:
+    """Whether `live` has every field of `sent` with the same value; fields the
+    apiserver defaulted or others set are extra, and ignored (as an apply
+    would leave them)."""
+    if isinstance(sent, dict):
+        return isinstance(live, dict) and all(
+            k in live and _holds(live[k], v) for k, v in sent.items()
+        )
+    if isinstance(sent, list):
+        return (
+            isinstance(live, list)
+            and len(live) == len(sent)
+            and all(_holds(a, b) for a, b in zip(live, sent, strict=True))
+        )
+    return live == sent
 
 
 def _owner_uid(obj: dict[str, Any]) -> str:

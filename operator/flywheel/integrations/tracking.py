@@ -115,10 +115,16 @@ def ensure_model_version(
     mlflow = client(tracking_uri)
     try:
         mlflow.get_registered_model(model_name)
-    except Exception as err:  # RESOURCE_DOES_NOT_EXIST
-        if "RESOURCE_DOES_NOT_EXIST" not in str(err):
+    except Exception as err:
+        if not _is(err, "RESOURCE_DOES_NOT_EXIST"):
             raise
-        mlflow.create_registered_model(model_name)
+        try:
+            mlflow.create_registered_model(model_name)
+        except Exception as create_err:
+            # Two ModelVersions of one new model registering at once: the
+            # other one created it between our lookup and our create.
+            if not _is(create_err, "RESOURCE_ALREADY_EXISTS"):
+                raise
     for version in mlflow.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'"):
         if version.tags.get(UID_TAG) == uid:
             return version
@@ -169,6 +175,12 @@ def metrics_of_alias(tracking_uri: str, model_name: str, alias: str) -> dict[str
 
 def delete_model_version(tracking_uri: str, model_name: str, version: str) -> None:
     client(tracking_uri).delete_model_version(model_name, version)
+
+
+def _is(err: Exception, code: str) -> bool:
+    """Whether MLflow answered with this error code (a REST answer names it in
+    the message, a local store only in error_code)."""
+    return getattr(err, "error_code", None) == code or code in str(err)
 
 
 def refused(err: Exception) -> bool:
