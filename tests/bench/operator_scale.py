@@ -672,7 +672,17 @@ def _run(cluster, n: int, quiet: int) -> dict[str, Any]:
             watcher.stop()
         peak_after_all = operator.peak_rss_mib()
 
-        log(f"operator: converged; {quiet} s of listening for writes")
+        # Every object with its children is not yet converged: statuses are
+        # still being written (at N = 1,000 the first run counted 600 parent
+        # changes in its "quiet" minute). Wait for each to report its end.
+        started = time.monotonic()
+        wait_for(
+            "every TrainingRun finished and InferenceService Ready",
+            lambda: settled(api, ns) or time.sleep(5),  # a list of 2,000 is not free
+            timeout=900,
+        )
+        settle_s = time.monotonic() - started
+        log(f"operator: converged {settle_s:.0f} s after the last child; {quiet} s for writes")
         parents = [
             Watcher(api, custom_path(ns, plural), by_owner=False)
             for plural in ("trainingruns", "inferenceservices")
@@ -701,6 +711,7 @@ def _run(cluster, n: int, quiet: int) -> dict[str, Any]:
                 "operator_rss_mib_end": operator.rss_mib(),
                 "quiet": {
                     "seconds": quiet,
+                    "seconds_to_settle_after_children": settle_s,
                     "operator_requests": quiet_requests,
                     "parent_changes": sum(w.modified for w in parents),
                     "child_changes": sum(w.modified for w in kids),
@@ -717,6 +728,26 @@ def _run(cluster, n: int, quiet: int) -> dict[str, Any]:
         for name in (ns, raw_ns, f"{raw_ns}-s"):
             with contextlib.suppress(Exception):  # already gone
                 _call(api, "DELETE", f"/api/v1/namespaces/{name}")
+
+
+def settled(api, ns: str) -> bool:
+    """Every TrainingRun finished and every InferenceService Ready, each at its
+    current generation (listed in pages: one list of 2,000 timed out once)."""
+    final = {"trainingruns": ("Succeeded", "Failed"), "inferenceservices": ("Ready",)}
+    for plural, phases in final.items():
+        token = None
+        while True:
+            query = [("limit", 500)] + ([("continue", token)] if token else [])
+            page = _call(api, "GET", custom_path(ns, plural), query=query)
+            for item in page["items"]:
+                status = item.get("status") or {}
+                current = status.get("observedGeneration") == item["metadata"].get("generation")
+                if status.get("phase") not in phases or not current:
+                    return False
+            token = page["metadata"].get("continue")
+            if not token:
+                break
+    return True
 
 
 def http_status_of(api, path: str) -> int:

@@ -1,5 +1,5 @@
 """Each step of the loop is taken when the step before it finishes, not at the
-next resync.
+next resync; a canary is checked when its interval ends.
 
 The session's operator resyncs every 2 s, which would hide a missing wake-up.
 Here an operator with a one-hour resync runs instead, and the whole chain is
@@ -19,6 +19,8 @@ import pytest
 from kube_helpers import wait_for
 from operator_helpers import operator_env, operator_process
 from sample_data import upload_sample_data
+from serving_helpers import Traffic, log_sklearn_model, model_version
+from sklearn.linear_model import LogisticRegression
 from training_helpers import iris_dataset, iris_run, ready_condition
 
 from flywheel.controllers.wake import REQUESTED_AT
@@ -128,3 +130,51 @@ def reconciles(operator, kind: str) -> float:
         text = answer.read().decode()
     found = re.findall(rf'flywheel_reconcile_total\{{kind="{kind}",result="\w+"\}} (\S+)', text)
     return sum(float(n) for n in found)
+
+
+@pytest.mark.timeout(600)
+def test_a_canary_is_checked_when_its_interval_ends(
+    slow_operator, objects, namespace, mlflow_server, artifact_secret, kube_api
+):
+    """Nothing changes while a canary is measured: no watch event would wake
+    the InferenceService, and the resync is an hour away. The operator sets
+    itself an alarm for each check's due time."""
+    model = f"canary-{namespace}"
+    for name, estimator in (
+        ("iris-a", LogisticRegression(max_iter=300)),
+        ("iris-b", LogisticRegression(C=0.05, max_iter=300)),
+    ):
+        run_id, uri = log_sklearn_model(mlflow_server.tracking_uri, namespace, estimator)
+        objects.create(namespace, model_version(name, model, run_id, uri))
+    analysis = {
+        "interval": "4s",
+        "stepPercent": 50,
+        "maxPercent": 50,
+        "checksPerStep": 1,
+        "failureLimit": 2,
+        "thresholds": {"maxErrorRate": 0.05},
+    }
+    objects.create(
+        namespace,
+        {
+            "kind": "InferenceService",
+            "metadata": {"name": "iris"},
+            "spec": {
+                "stable": {"modelVersion": "iris-a"},
+                "canary": {"modelVersion": "iris-b", "analysis": analysis},
+            },
+        },
+    )
+
+    def promoted():
+        current = status(objects, namespace, "InferenceService", "iris")
+        return current if current.get("servingModelVersion") == "iris-b" else None
+
+    try:
+        with Traffic(kube_api, namespace, "iris"):
+            final = wait_for(promoted, timeout=420, every=0.5, what="the canary's promotion")
+    except BaseException:
+        print("InferenceService status:", status(objects, namespace, "InferenceService", "iris"))
+        raise
+    verdict = final["analysis"]["history"][-1]
+    assert (verdict["modelVersion"], verdict["verdict"]) == ("iris-b", "Promoted")

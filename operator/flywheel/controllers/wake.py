@@ -43,6 +43,7 @@ from ..builders.retrain import RETRAIN_OF
 from ..builders.serving import SERVICE_LABEL
 from ..config import RESYNC_SECONDS
 from ..integrations import kube
+from ..integrations.kube import FIELD_MANAGER
 
 REQUESTED_AT = "reconcile.flywheel.dev/requestedAt"
 PLURALS = {
@@ -183,7 +184,7 @@ def request_reconcile(kind: str, namespace: str, name: str, why: str) -> None:
     body = {"metadata": {"annotations": {REQUESTED_AT: stamp}}}
     try:
         client.CustomObjectsApi(kube.api()).patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURALS[kind], name, body
+            GROUP, VERSION, namespace, PLURALS[kind], name, body, field_manager=FIELD_MANAGER
         )
     except ApiException as err:
         if err.status == 404:
