@@ -71,6 +71,9 @@ GROUP, VERSION = "mlops.flywheel.dev", "v1alpha1"
 THREADS = 16  # the creator's and the raw client's concurrency (and connection pool)
 # Longer than the operator's 30 s resync, so every object is reconciled in it.
 QUIET_SECONDS = {True: 35, False: 60}
+# Converged: no parent changed for this long (well past the operator's resync
+# of 30 s, so a resync that writes would show).
+SETTLED_AFTER = 40.0
 SIZES = {True: 100, False: 1000}
 CONVERGE_TIMEOUT = 900.0
 # The operator's default resync is 30 s; anything slower than two of them is missing.
@@ -674,15 +677,9 @@ def _run(cluster, n: int, quiet: int) -> dict[str, Any]:
 
         # Every object with its children is not yet converged: statuses are
         # still being written (at N = 1,000 the first run counted 600 parent
-        # changes in its "quiet" minute). Wait for each to report its end.
-        started = time.monotonic()
-        wait_for(
-            "every TrainingRun finished and InferenceService Ready",
-            lambda: settled(api, ns) or time.sleep(5),  # a list of 2,000 is not free
-            timeout=900,
-        )
-        settle_s = time.monotonic() - started
-        log(f"operator: converged {settle_s:.0f} s after the last child; {quiet} s for writes")
+        # changes in its "quiet" minute). Wait until none changes.
+        settle_s = wait_settled(api, ns, still=SETTLED_AFTER, timeout=900)
+        log(f"operator: settled after {settle_s} s (None: never); {quiet} s of counting writes")
         parents = [
             Watcher(api, custom_path(ns, plural), by_owner=False)
             for plural in ("trainingruns", "inferenceservices")
@@ -722,32 +719,59 @@ def _run(cluster, n: int, quiet: int) -> dict[str, Any]:
         result["goals"] = goals(result)
         return result
     finally:
-        if operator is not None:
-            stop(operator.child)
-        stop(mlflow_child)
+        # Namespaces first, while the operator runs: it removes its finalizers
+        # as the objects go. Stopped first, it left the namespace Terminating
+        # for good, with 2,000 objects, on a control plane whose state is kept.
         for name in (ns, raw_ns, f"{raw_ns}-s"):
             with contextlib.suppress(Exception):  # already gone
                 _call(api, "DELETE", f"/api/v1/namespaces/{name}")
+        if operator is not None:
+            with contextlib.suppress(RuntimeError):
+                wait_for(
+                    "the operator's namespace to go",
+                    lambda: http_status_of(api, f"/api/v1/namespaces/{ns}") == 404 or time.sleep(2),
+                    timeout=600,
+                )
+            stop(operator.child)
+        stop(mlflow_child)
 
 
-def settled(api, ns: str) -> bool:
-    """Every TrainingRun finished and every InferenceService Ready, each at its
-    current generation (listed in pages: one list of 2,000 timed out once)."""
-    final = {"trainingruns": ("Succeeded", "Failed"), "inferenceservices": ("Ready",)}
-    for plural, phases in final.items():
+def status_versions(api, ns: str) -> dict[str, str] | None:
+    """Each parent's resourceVersion, or None while one has no status for its
+    current generation yet (listed in pages: one list of 2,000 timed out once)."""
+    versions = {}
+    for plural in ("trainingruns", "inferenceservices"):
         token = None
         while True:
             query = [("limit", 500)] + ([("continue", token)] if token else [])
             page = _call(api, "GET", custom_path(ns, plural), query=query)
             for item in page["items"]:
-                status = item.get("status") or {}
-                current = status.get("observedGeneration") == item["metadata"].get("generation")
-                if status.get("phase") not in phases or not current:
-                    return False
+                meta, status = item["metadata"], item.get("status") or {}
+                if not status.get("phase") or status.get("observedGeneration") != meta.get(
+                    "generation"
+                ):
+                    return None
+                versions[f"{plural}/{meta['name']}"] = meta["resourceVersion"]
             token = page["metadata"].get("continue")
             if not token:
                 break
-    return True
+    return versions
+
+
+def wait_settled(api, ns: str, still: float, timeout: float) -> float | None:
+    """Until no parent has changed for `still` seconds (the pods cannot run
+    here, so "converged" is each object's status saying so, written once):
+    the seconds it took; None if they never stopped changing (then the quiet
+    minute that follows shows what keeps writing)."""
+    started = time.monotonic()
+    last = None
+    while time.monotonic() - started < timeout:
+        now = status_versions(api, ns)
+        if now is not None and now == last:
+            return time.monotonic() - started - still
+        last = now
+        time.sleep(still)
+    return None
 
 
 def http_status_of(api, path: str) -> int:
