@@ -75,6 +75,19 @@ def log_broken_model(tracking_uri: str, experiment: str, workdir: Path) -> tuple
     return run.info.run_id, info.model_uri
 
 
+def fast_analysis(**overrides) -> dict:
+    """A canary analysis a test can wait out: one 4 s check a step, 50% at most."""
+    return {
+        "interval": "4s",
+        "stepPercent": 50,
+        "maxPercent": 50,
+        "checksPerStep": 1,
+        "failureLimit": 2,
+        "thresholds": {"maxErrorRate": 0.05},
+        **overrides,
+    }
+
+
 def model_version(name: str, model: str, run_id: str, uri: str) -> dict:
     return {
         "kind": "ModelVersion",

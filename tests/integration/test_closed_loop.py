@@ -11,21 +11,13 @@ from __future__ import annotations
 import pytest
 from kube_helpers import wait_for
 from kubernetes import client
-from serving_helpers import Traffic, shifted_rows
+from serving_helpers import Traffic, fast_analysis, shifted_rows
 from training_helpers import iris_run, wait_finished, wait_model_phase
 
 pytestmark = pytest.mark.integration
 
 
 def loop_service(stable: str) -> dict:
-    fast_canary = {
-        "interval": "4s",
-        "stepPercent": 50,
-        "maxPercent": 50,
-        "checksPerStep": 1,
-        "failureLimit": 2,
-        "thresholds": {"maxErrorRate": 0.05},
-    }
     return {
         "kind": "InferenceService",
         "metadata": {"name": "iris"},
@@ -35,7 +27,7 @@ def loop_service(stable: str) -> dict:
             "monitoring": {
                 "drift": {"schedule": "* * * * *", "window": "1h", "minRows": 50, "threshold": 0.5}
             },
-            "retrain": {"cooldown": "1h", "autoDeploy": "canary", "analysis": fast_canary},
+            "retrain": {"cooldown": "1h", "autoDeploy": "canary", "analysis": fast_analysis()},
         },
     }
 

@@ -12,6 +12,7 @@ from kube_helpers import RESYNC_SECONDS, WRITE_VERBS, apiserver_requests, wait_f
 from kubernetes import client
 from serving_helpers import (
     Traffic,
+    fast_analysis,
     log_broken_model,
     log_sklearn_model,
     model_version,
@@ -54,18 +55,6 @@ def service(name, stable, canary=None, **spec):
     if canary:
         body["spec"]["canary"] = canary
     return body
-
-
-def analysis(**overrides):
-    return {
-        "interval": "4s",
-        "stepPercent": 50,
-        "maxPercent": 50,
-        "checksPerStep": 1,
-        "failureLimit": 2,
-        "thresholds": {"maxErrorRate": 0.05},
-        **overrides,
-    }
 
 
 def status_of(objects, namespace, name):
@@ -158,7 +147,7 @@ def test_healthy_canary_moves_step_by_step_and_is_promoted(
     operator, objects, namespace, models, kube_api, mlflow_server, gateway_api
 ):
     model, versions = models
-    canary = {"modelVersion": "iris-b", "analysis": analysis(stepPercent=25, maxPercent=50)}
+    canary = {"modelVersion": "iris-b", "analysis": fast_analysis(stepPercent=25, maxPercent=50)}
     traffic_spec = {"router": "gateway-api", "gatewayRef": {"name": "public"}}
     objects.create(namespace, service("iris", "iris-a", canary, traffic=traffic_spec))
     custom = client.CustomObjectsApi(kube_api)
@@ -226,7 +215,7 @@ def test_failing_canary_is_rolled_back_without_a_person(
     operator, objects, namespace, models, kube_api, mlflow_server
 ):
     model, versions = models
-    canary = {"modelVersion": "iris-broken", "analysis": analysis()}
+    canary = {"modelVersion": "iris-broken", "analysis": fast_analysis()}
     objects.create(namespace, service("iris", "iris-a", canary))
     with Traffic(kube_api, namespace, "iris") as traffic:
         status = wait_phase(objects, namespace, "iris", "Ready", reason="RolledBack", timeout=300)

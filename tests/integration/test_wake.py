@@ -19,7 +19,7 @@ import pytest
 from kube_helpers import wait_for
 from operator_helpers import operator_env, operator_process
 from sample_data import upload_sample_data
-from serving_helpers import Traffic, log_sklearn_model, model_version
+from serving_helpers import Traffic, fast_analysis, log_sklearn_model, model_version
 from sklearn.linear_model import LogisticRegression
 from training_helpers import iris_dataset, iris_run, ready_condition
 
@@ -146,14 +146,6 @@ def test_a_canary_is_checked_when_its_interval_ends(
     ):
         run_id, uri = log_sklearn_model(mlflow_server.tracking_uri, namespace, estimator)
         objects.create(namespace, model_version(name, model, run_id, uri))
-    analysis = {
-        "interval": "4s",
-        "stepPercent": 50,
-        "maxPercent": 50,
-        "checksPerStep": 1,
-        "failureLimit": 2,
-        "thresholds": {"maxErrorRate": 0.05},
-    }
     objects.create(
         namespace,
         {
@@ -161,7 +153,7 @@ def test_a_canary_is_checked_when_its_interval_ends(
             "metadata": {"name": "iris"},
             "spec": {
                 "stable": {"modelVersion": "iris-a"},
-                "canary": {"modelVersion": "iris-b", "analysis": analysis},
+                "canary": {"modelVersion": "iris-b", "analysis": fast_analysis()},
             },
         },
     )
