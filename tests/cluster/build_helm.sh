@@ -18,7 +18,7 @@ fi
 command -v go >/dev/null || { echo "build_helm.sh: Go is required (https://go.dev/dl/)" >&2; exit 1; }
 mkdir -p "$bin"
 export GOSUMDB="${GOSUMDB:-off}" GOFLAGS="-mod=readonly -trimpath" CGO_ENABLED=0
-version="$(sed -n 's/^require helm.sh\/helm\/v3 \(v[^ ]*\)$/\1/p; s/^\thelm.sh\/helm\/v3 \(v[^ ]*\)$/\1/p' "$here/helm/go.mod" | head -1)"
+version="$(sed -n 's/^require helm.sh\/helm\/v3 \(v[^ ]*\)$/\1/p; s/^\thelm.sh\/helm\/v3 \(v[^ ]*\)$/\1/p' "$here/helm/go.mod" | sed -n 1p)"
 echo "building helm $version"
 (cd "$here/helm" && go build -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$version" -o "$bin/helm" helm.sh/helm/v3/cmd/helm)
 echo "$want" > "$stamp"
