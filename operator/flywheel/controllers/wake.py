@@ -274,16 +274,18 @@ for _kind in ("Dataset", "TrainingRun", "ModelVersion"):
     _register_source(_kind)
 
 
-def _register_child(group: str, version: str, plural: str, kind: str) -> None:
-    """A child of ours (a Job finished, a Deployment's pods became ready, a
-    child was deleted) wakes its owner."""
+def _register_child(group: str, version: str, plural: str, kind: str, deletion_wakes: bool) -> None:
+    """A child of ours (a Job finished, a Deployment's pods became ready or
+    it was deleted) wakes its owner."""
 
     def on_event(event, body, namespace: str, name: str, labels, **_: Any) -> None:
         owners = [(k, labels[key]) for key, k in OWNER_LABELS.items() if key in labels]
         if not owners:
             return
-        state = state_of(kind, body)
-        if not CHANGES.changed(kind, namespace, name, event.get("type"), state, new_is_news=False):
+        kind_of_event, state = event.get("type"), state_of(kind, body)
+        if not CHANGES.changed(kind, namespace, name, kind_of_event, state, new_is_news=False):
+            return
+        if kind_of_event == "DELETED" and not deletion_wakes:
             return
         # A child can carry more than one owner label (a retraining run's Job
         # also names the InferenceService); the nearest owner is the one it serves.
@@ -294,8 +296,11 @@ def _register_child(group: str, version: str, plural: str, kind: str) -> None:
     kopf.on.event(group, version, plural, labels=selector, id=f"wake_owner_of_{plural}")(on_event)
 
 
-_register_child("batch", "v1", "jobs", "Job")
-_register_child("apps", "v1", "deployments", "Deployment")
+# A finished Job's deletion (its TTL, its namespace going) asks nothing of its
+# owner, and 200 of them at once would be 400 writes; a deleted Deployment
+# must be put back.
+_register_child("batch", "v1", "jobs", "Job", deletion_wakes=False)
+_register_child("apps", "v1", "deployments", "Deployment", deletion_wakes=True)
 
 
 def _closest(owners: list[Ref]) -> Ref:
