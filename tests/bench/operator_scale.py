@@ -719,21 +719,34 @@ def _run(cluster, n: int, quiet: int) -> dict[str, Any]:
         result["goals"] = goals(result)
         return result
     finally:
-        # Namespaces first, while the operator runs: it removes its finalizers
-        # as the objects go. Stopped first, it left the namespace Terminating
-        # for good, with 2,000 objects, on a control plane whose state is kept.
+        # The parents first, while the operator runs: it removes its
+        # finalizers as they go. With the operator stopped first, the
+        # namespace stayed Terminating for good, 2,000 objects in it, on a
+        # control plane whose state is kept; and deleting the namespace under
+        # a namespace-scoped kopf stalled its watch (timers ran on, no
+        # deletion was seen).
+        if operator is not None:
+            with contextlib.suppress(Exception):
+                delete_parents(api, ns, timeout=600)
+            stop(operator.child)
+        stop(mlflow_child)
         for name in (ns, raw_ns, f"{raw_ns}-s"):
             with contextlib.suppress(Exception):  # already gone
                 _call(api, "DELETE", f"/api/v1/namespaces/{name}")
-        if operator is not None:
-            with contextlib.suppress(RuntimeError):
-                wait_for(
-                    "the operator's namespace to go",
-                    lambda: http_status_of(api, f"/api/v1/namespaces/{ns}") == 404 or time.sleep(2),
-                    timeout=600,
-                )
-            stop(operator.child)
-        stop(mlflow_child)
+
+
+def delete_parents(api, ns: str, timeout: float) -> None:
+    """Delete every Flywheel object in `ns` and wait until the operator has let
+    them go (their finalizers removed)."""
+    plurals = ("inferenceservices", "modelversions", "trainingruns", "datasets")
+    for plural in plurals:
+        _call(api, "DELETE", custom_path(ns, plural))  # the whole collection
+
+    def gone() -> bool:
+        left = [_call(api, "GET", custom_path(ns, p), query=[("limit", 1)]) for p in plurals]
+        return not any(page["items"] for page in left) or time.sleep(2)
+
+    wait_for("the operator to let its objects go", gone, timeout=timeout)
 
 
 def status_versions(api, ns: str) -> dict[str, str] | None:

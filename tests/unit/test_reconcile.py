@@ -7,6 +7,7 @@ import pytest
 
 from flywheel.api.conditions import FALSE, ConditionUpdate
 from flywheel.api.kinds import DATASET, TRAINING_RUN
+from flywheel.controllers import reconcile as reconcile_module
 from flywheel.controllers import trainingruns
 from flywheel.controllers.backoff import Backoff
 from flywheel.controllers.reconcile import Assessment, accepted, reconcile
@@ -14,6 +15,12 @@ from flywheel.controllers.reconcile import Assessment, accepted, reconcile
 
 def waiting(spec, body) -> Assessment:
     return Assessment("Pending", [accepted(), ConditionUpdate("Ready", FALSE, "Waiting", "w")])
+
+
+@pytest.fixture(autouse=True)
+def fresh_process(monkeypatch):
+    """Every test is a new operator process: nothing remembered of writes."""
+    monkeypatch.setattr(reconcile_module, "_own_writes", {})
 
 
 @pytest.fixture
@@ -121,3 +128,47 @@ def test_backoff_caps_and_resets_on_success():
     assert not backoff.due("k")
     backoff.succeeded("k")
     assert backoff.due("k") and backoff.failed("k") == (1, 5.0)
+
+
+def creates_once(made: list):
+    """A kind whose first step has a side effect (a Job, an MLflow run) and
+    records it in status, as a TrainingRun does."""
+
+    def assess(spec, b) -> Assessment:
+        status = b.get("status") or {}
+        if not status.get("job"):
+            made.append("job")
+            return Assessment("Running", [accepted()], {"job": "x-train"})
+        return Assessment("Running", [accepted()], {"job": status["job"]})
+
+    return assess
+
+
+def test_a_reconcile_with_a_body_older_than_our_own_status_write_does_not_start_over(events):
+    # A timer tick queued before the first reconcile wrote status runs with
+    # the old body (kopf applies the write after the handler returns).
+    made: list = []
+    stale = body("Dataset", {"source": {"uri": "s3://b/p", "format": "csv"}})
+    first = run(DATASET, stale, creates_once(made))
+    assert first["status"]["job"] == "x-train"
+    posted = len(events)
+    second = run(DATASET, stale, creates_once(made))
+    assert made == ["job"], "the side effect was repeated"
+    assert dict(second) == {}, "the same status was written again"
+    assert len(events) == posted, "the same Events were posted again"
+
+
+def test_our_write_is_trusted_only_until_the_object_shows_it_or_the_grace_ends(events, monkeypatch):
+    made: list = []
+    obj = body("Dataset", {"source": {"uri": "s3://b/p", "format": "csv"}})
+    first = run(DATASET, obj, creates_once(made))
+    obj["status"] = dict(first["status"])  # it landed
+    run(DATASET, obj, creates_once(made))
+    assert reconcile_module._own_writes == {}, "a landed write is forgotten"
+    # A write that never lands (kopf's patch failed) is written again later.
+    lost = body("Dataset", {"source": {"uri": "s3://b/p", "format": "csv"}})
+    lost["metadata"]["uid"] = "v"
+    run(DATASET, lost, creates_once(made))
+    monkeypatch.setattr(reconcile_module, "OWN_WRITE_GRACE", -1.0)
+    again = run(DATASET, lost, creates_once(made))
+    assert again["status"]["job"] == "x-train"

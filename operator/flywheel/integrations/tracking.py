@@ -32,7 +32,9 @@ class RunInfo:
 def client(tracking_uri: str):
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=tracking_uri)
+    # The registry is the tracking server's, never a process-wide default
+    # (MLflow keeps one, which other code in the process may have set).
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
 # Experiment ids by (tracking URI, name): an id never changes, and TrainingRuns
