@@ -13,11 +13,16 @@ reconciles it at once. It is the same request a person can make by hand
 (`kubectl annotate ... reconcile.flywheel.dev/requestedAt="$(date)" --overwrite`),
 as with Flux's reconcile.fluxcd.io/requestedAt.
 
-Why an annotation and not an in-process call: the update goes through kopf's
-own per-object queue, so a woken reconcile never overlaps a timer's or reads
-a body older than kopf's. It costs two writes per wake-up (the stamp and
-kopf's record of having handled it), only when something changed: a
-converged cluster is still quiet.
+A canary's analysis changes nothing anyone watches while it measures, so an
+InferenceService also sets itself an alarm for its next check's due time
+(request_reconcile_after), which stamps the same annotation.
+
+Why an annotation and not an in-process call: the wake-up is handled as any
+edit is, with kopf's retries, progress records and a fresh body; like the
+timer's, it takes the object's lock, and the reconcile trusts its own last
+status write until the body shows it (reconcile.py). It costs two writes per
+wake-up (the stamp and kopf's record of having handled it), only when
+something changed: a converged cluster is still quiet.
 
 The annotation's prefix is deliberately not mlops.flywheel.dev: kopf leaves
 out of its diff the annotations under the prefix it keeps its own state in,
