@@ -76,10 +76,10 @@ def forget_lock(uid: str) -> None:
 # applies only after the handler returns. Acting on it, the reconcile started
 # over: it looked the MLflow run up and POSTed the Job again (answered 409;
 # 63% of TrainingRuns at N = 1,000) and wrote the status again (23 writes a
-# TrainingRun in the apiserver-restart test under load, against a limit of 12). The operator is the status's
-# only writer, so what it wrote is the truth until the object catches up; a
-# write that never lands (kopf's patch failed) is trusted for OWN_WRITE_GRACE
-# seconds only, and then written again.
+# TrainingRun in the apiserver-restart test under load, against a limit of
+# 12). The operator is the status's only writer, so what it wrote is the
+# truth until the object catches up; a write that never lands (kopf's patch
+# failed) is trusted for OWN_WRITE_GRACE seconds only, then written again.
 _own_writes: dict[str, tuple[float, dict[str, Any]]] = {}
 OWN_WRITE_GRACE = 60.0
 

@@ -185,9 +185,12 @@ class ServingApp:
             status = 500
             body = error_body(protocol, f"internal error: {type(exc).__name__}", status=500)
         metrics.in_flight.dec()
-        await respond(send, status, body)
+        # Counted before the answer leaves: a client (or the canary analysis)
+        # that reads /metrics right after its answer must find it counted.
+        # Counted after, a scrape could slip in between (seen in CI under load).
         metrics.request(protocol, status)
         metrics.duration.observe(time.perf_counter() - started)
+        await respond(send, status, body)
 
     async def answer(self, protocol: str, name: str | None, scope, receive) -> tuple[int, bytes]:
         if name is not None and name != self.name:
