@@ -37,7 +37,19 @@ say() { echo "build_image: $*" >&2; }
 die() { say "error: $*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "needs root (debootstrap and chroot); run it as root"
-command -v debootstrap >/dev/null || die "debootstrap is missing: apt-get install debootstrap"
+# Installed here, not only by build_node.sh: e2e.py runs this script in the
+# background while the node is built, so on a fresh machine it got here before
+# build_node.sh had installed debootstrap, and the first `make e2e` failed.
+if ! command -v debootstrap >/dev/null; then
+  command -v apt-get >/dev/null || die "debootstrap is missing and there is no apt-get to install it"
+  say "installing debootstrap"
+  # build_node.sh may be running apt-get at the same moment: take turns.
+  export DEBIAN_FRONTEND=noninteractive
+  flock -w 900 /tmp/flywheel-apt.lock apt-get update -qq
+  flock -w 900 /tmp/flywheel-apt.lock \
+    apt-get install -y -qq --no-install-recommends debootstrap >/dev/null \
+    || die "could not install debootstrap (apt-get install debootstrap)"
+fi
 
 # Mounts made here live in a private mount namespace: if this script is killed,
 # nothing stays mounted on the host, and no `rm -rf` below can reach through a

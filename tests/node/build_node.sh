@@ -46,8 +46,10 @@ if ((${#missing[@]})); then
   [[ $(id -u) == 0 ]] || { echo "build_node.sh: installing ${missing[*]} needs root" >&2; exit 1; }
   echo "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # build_image.sh may be installing debootstrap at the same moment: take turns.
+  flock -w 900 /tmp/flywheel-apt.lock apt-get update -qq
+  flock -w 900 /tmp/flywheel-apt.lock \
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # The test image copies /bin/busybox into an empty rootfs: it must be the static
 # build (busybox-static), not Debian's dynamically linked busybox.
