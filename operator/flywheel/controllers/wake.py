@@ -43,6 +43,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from ..api.common import GROUP, VERSION
+from ..api.kinds import BY_KIND
 from ..builders.common import MANAGED_BY
 from ..builders.retrain import RETRAIN_OF
 from ..builders.serving import SERVICE_LABEL
@@ -51,12 +52,7 @@ from ..integrations import kube
 from ..integrations.kube import FIELD_MANAGER
 
 REQUESTED_AT = "reconcile.flywheel.dev/requestedAt"
-PLURALS = {
-    "Dataset": "datasets",
-    "TrainingRun": "trainingruns",
-    "ModelVersion": "modelversions",
-    "InferenceService": "inferenceservices",
-}
+PLURALS = {kind: k.plural for kind, k in BY_KIND.items()}
 # A child's owner, from the label every child carries (builders/common.labels).
 OWNER_LABELS = {
     f"{GROUP}/dataset": "Dataset",
