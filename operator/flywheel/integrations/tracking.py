@@ -2,21 +2,20 @@
 
 Every call is idempotent, keyed by the Kubernetes object's uid in MLflow tags,
 so an operator restarted between "created in MLflow" and "written to status"
-finds what it made instead of making it twice."""
+finds what it made instead of making it twice. The calls go over MLflow's REST
+API (`mlflow_rest.py` says why not MlflowClient)."""
 
 from __future__ import annotations
 
-import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
-# Fail fast and let kopf retry, rather than block a worker thread through
-# MLflow's default of seven retries with backoff.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+from .mlflow_rest import MlflowError, rest
 
 UID_TAG = "flywheel.uid"
+# Who MLflow's UI shows as the runs' creator.
+RUN_USER = "flywheel-operator"
 
 
 @dataclass(frozen=True)
@@ -29,12 +28,14 @@ class RunInfo:
     tags: dict[str, str]
 
 
-def client(tracking_uri: str):
-    from mlflow import MlflowClient
-
-    # The registry is the tracking server's, never a process-wide default
-    # (MLflow keeps one, which other code in the process may have set).
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str
+    version: str
+    source: str
+    run_id: str | None
+    tags: dict[str, str]
+    aliases: list[str]
 
 
 # Experiment ids by (tracking URI, name): an id never changes, and TrainingRuns
@@ -46,25 +47,32 @@ def ensure_run(
     tracking_uri: str, experiment: str, uid: str, name: str, tags: dict[str, str]
 ) -> str:
     """The run for this object (found by uid tag), created when there is none."""
-    mlflow = client(tracking_uri)
+    mlflow = rest(tracking_uri)
     run_tags = {**tags, UID_TAG: uid}
     key = (tracking_uri, experiment)
     experiment_id = _experiment_ids.get(key)
     if experiment_id is None:
-        found = mlflow.get_experiment_by_name(experiment)
-        if found is None and (created := _create_experiment(mlflow, experiment)) is not None:
+        found = experiment_id_by_name(tracking_uri, experiment)
+        if found is None and (created := _create_experiment(tracking_uri, experiment)) is not None:
             # An experiment this call created holds no run to find.
             _experiment_ids[key] = created
-            return mlflow.create_run(created, run_name=name, tags=run_tags).info.run_id
-        found = found or mlflow.get_experiment_by_name(experiment)  # another creator was first
-        experiment_id = _experiment_ids[key] = found.experiment_id
+            return _create_run(tracking_uri, created, name, run_tags)
+        found = found or experiment_id_by_name(tracking_uri, experiment)  # another was first
+        if found is None:
+            raise MlflowError(f"experiment {experiment!r} was created and is gone again")
+        experiment_id = _experiment_ids[key] = found
     try:
-        existing = mlflow.search_runs(
-            [experiment_id], filter_string=f"tags.`{UID_TAG}` = '{uid}'", max_results=1
-        )
+        existing = mlflow.post(
+            "runs/search",
+            {
+                "experiment_ids": [experiment_id],
+                "filter": f"tags.`{UID_TAG}` = '{uid}'",
+                "max_results": 1,
+            },
+        ).get("runs", [])
         if existing:
-            return existing[0].info.run_id
-        return mlflow.create_run(experiment_id, run_name=name, tags=run_tags).info.run_id
+            return existing[0]["info"]["run_id"]
+        return _create_run(tracking_uri, experiment_id, name, run_tags)
     except Exception:
         # The experiment may have been deleted and made again under a new id:
         # the retry looks it up afresh.
@@ -72,28 +80,56 @@ def ensure_run(
         raise
 
 
-def _create_experiment(mlflow, name: str) -> str | None:
-    """The new experiment's id, or None when another creator made it first."""
-    from mlflow.exceptions import MlflowException
-
+def experiment_id_by_name(tracking_uri: str, name: str) -> str | None:
     try:
-        return mlflow.create_experiment(name)
-    except MlflowException as err:
+        found = rest(tracking_uri).get("experiments/get-by-name", experiment_name=name)
+    except MlflowError as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    return found["experiment"]["experiment_id"]
+
+
+def _create_experiment(tracking_uri: str, name: str) -> str | None:
+    """The new experiment's id, or None when another creator made it first."""
+    try:
+        return rest(tracking_uri).post("experiments/create", {"name": name})["experiment_id"]
+    except MlflowError as err:
         if err.error_code == "RESOURCE_ALREADY_EXISTS":
             return None
         raise
 
 
+def _create_run(tracking_uri: str, experiment_id: str, name: str, tags: dict[str, str]) -> str:
+    created = rest(tracking_uri).post(
+        "runs/create",
+        {
+            "experiment_id": experiment_id,
+            "run_name": name,
+            "user_id": RUN_USER,
+            "start_time": int(time.time() * 1000),
+            "tags": _pairs(tags),
+        },
+    )
+    return created["run"]["info"]["run_id"]
+
+
 def get_run(tracking_uri: str, run_id: str) -> RunInfo:
-    run = client(tracking_uri).get_run(run_id)
+    run = _run(tracking_uri, run_id)
+    data = run.get("data", {})
     return RunInfo(
         run_id=run_id,
-        experiment_id=run.info.experiment_id,
-        status=run.info.status,
-        metrics=dict(run.data.metrics),
-        params=dict(run.data.params),
-        tags=dict(run.data.tags),
+        experiment_id=run["info"]["experiment_id"],
+        status=run["info"]["status"],
+        # MLflow sends NaN and infinities as the strings "NaN", "Infinity".
+        metrics={m["key"]: float(m["value"]) for m in data.get("metrics", [])},
+        params=_dict(data.get("params")),
+        tags=_dict(data.get("tags")),
     )
+
+
+def _run(tracking_uri: str, run_id: str) -> dict[str, Any]:
+    return rest(tracking_uri).get("runs/get", run_id=run_id)["run"]
 
 
 def run_url(tracking_uri: str, run: RunInfo) -> str | None:
@@ -105,84 +141,109 @@ def run_url(tracking_uri: str, run: RunInfo) -> str | None:
 
 def fail_run(tracking_uri: str, run_id: str) -> None:
     """Mark a run FAILED when its Job failed before the code could say so."""
-    mlflow = client(tracking_uri)
-    if mlflow.get_run(run_id).info.status in ("RUNNING", "SCHEDULED"):
-        mlflow.set_terminated(run_id, status="FAILED")
+    if get_run(tracking_uri, run_id).status in ("RUNNING", "SCHEDULED"):
+        rest(tracking_uri).post(
+            "runs/update",
+            {"run_id": run_id, "status": "FAILED", "end_time": int(time.time() * 1000)},
+        )
 
 
 def ensure_model_version(
     tracking_uri: str, model_name: str, source: str, run_id: str, uid: str, tags: dict[str, str]
-) -> Any:
+) -> ModelVersion:
     """Register the model once per ModelVersion object (found by uid tag)."""
-    mlflow = client(tracking_uri)
+    mlflow = rest(tracking_uri)
     try:
-        mlflow.get_registered_model(model_name)
-    except Exception as err:
-        if not _is(err, "RESOURCE_DOES_NOT_EXIST"):
+        mlflow.get("registered-models/get", name=model_name)
+    except MlflowError as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
         try:
-            mlflow.create_registered_model(model_name)
-        except Exception as create_err:
+            mlflow.post("registered-models/create", {"name": model_name})
+        except MlflowError as create_err:
             # Two ModelVersions of one new model registering at once: the
             # other one created it between our lookup and our create.
-            if not _is(create_err, "RESOURCE_ALREADY_EXISTS"):
+            if create_err.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
-    for version in mlflow.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'"):
+    for version in search_model_versions(
+        tracking_uri, f"name = '{model_name}' and run_id = '{run_id}'"
+    ):
         if version.tags.get(UID_TAG) == uid:
             return version
     # MLflow 3 logs models as LoggedModels; a models:/<id> source must name it.
-    source = logged_model_source(mlflow, source)
+    source = logged_model_source(tracking_uri, source)
     model_id = source.removeprefix("models:/") if source.startswith("models:/m-") else None
-    return mlflow.create_model_version(
-        model_name, source, run_id=run_id, tags={**tags, UID_TAG: uid}, model_id=model_id
+    created = mlflow.post(
+        "model-versions/create",
+        {
+            "name": model_name,
+            "source": source,
+            "run_id": run_id,
+            "tags": _pairs({**tags, UID_TAG: uid}),
+            **({"model_id": model_id} if model_id else {}),
+        },
     )
+    return _model_version(created["model_version"])
 
 
-def logged_model_source(mlflow: Any, source: str) -> str:
+def search_model_versions(tracking_uri: str, filter_string: str) -> list[ModelVersion]:
+    """Every version the filter matches, all pages."""
+    found, page_token = [], None
+    while True:
+        page = rest(tracking_uri).get(
+            "model-versions/search", filter=filter_string, page_token=page_token
+        )
+        found += [_model_version(v) for v in page.get("model_versions", [])]
+        page_token = page.get("next_page_token")
+        if not page_token:
+            return found
+
+
+def logged_model_source(tracking_uri: str, source: str) -> str:
     """`runs:/<run>/<name>` as MLflow 3 stores it: `models:/<id>` of the model the
-    run logged under that name, as `mlflow.register_model` resolves it (the
-    client's create_model_version does not, and the run's artifacts hold no
-    model, so the version would not load). Other sources, and runs that
-    logged no such model (MLflow 2 runs keep it in their artifacts), are kept."""
+    run logged under that name, as `mlflow.register_model` resolves it (a plain
+    create_model_version does not, and the run's artifacts hold no model, so
+    the version would not load). Other sources, and runs that logged no such
+    model (MLflow 2 runs keep it in their artifacts), are kept."""
     if not source.startswith("runs:/"):
         return source
     run_id, _, name = source.removeprefix("runs:/").partition("/")
-    run = mlflow.get_run(run_id)
-    outputs = sorted((run.outputs.model_outputs or []) if run.outputs else [], key=lambda o: o.step)
-    for output in reversed(outputs):  # the last step's model, as register_model picks
-        if mlflow.get_logged_model(output.model_id).name == name.strip("/"):
-            return f"models:/{output.model_id}"
+    outputs = _run(tracking_uri, run_id).get("outputs", {}).get("model_outputs", [])
+    # The last step's model, as register_model picks.
+    for output in sorted(outputs, key=lambda o: int(o.get("step", 0)), reverse=True):
+        model = rest(tracking_uri).get(f"logged-models/{output['model_id']}")["model"]
+        if model["info"].get("name") == name.strip("/"):
+            return f"models:/{output['model_id']}"
     return source
 
 
 def set_alias(tracking_uri: str, model_name: str, alias: str, version: str) -> None:
-    client(tracking_uri).set_registered_model_alias(model_name, alias, version)
+    rest(tracking_uri).post(
+        "registered-models/alias", {"name": model_name, "alias": alias, "version": str(version)}
+    )
 
 
 def aliases_of(tracking_uri: str, model_name: str, version: str) -> list[str]:
-    return sorted(client(tracking_uri).get_model_version(model_name, version).aliases)
+    found = rest(tracking_uri).get("model-versions/get", name=model_name, version=str(version))
+    return sorted(found["model_version"].get("aliases", []))
 
 
 def metrics_of_alias(tracking_uri: str, model_name: str, alias: str) -> dict[str, float] | None:
     """Metrics of the run behind `model_name@alias`, None when there is no such alias."""
-    mlflow = client(tracking_uri)
     try:
-        version = mlflow.get_model_version_by_alias(model_name, alias)
-    except Exception as err:
-        if "RESOURCE_DOES_NOT_EXIST" in str(err) or "INVALID_PARAMETER_VALUE" in str(err):
+        found = rest(tracking_uri).get("registered-models/alias", name=model_name, alias=alias)
+    except MlflowError as err:
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
         raise
-    return dict(mlflow.get_run(version.run_id).data.metrics) if version.run_id else None
+    run_id = found["model_version"].get("run_id")
+    return get_run(tracking_uri, run_id).metrics if run_id else None
 
 
 def delete_model_version(tracking_uri: str, model_name: str, version: str) -> None:
-    client(tracking_uri).delete_model_version(model_name, version)
-
-
-def _is(err: Exception, code: str) -> bool:
-    """Whether MLflow answered with this error code (a REST answer names it in
-    the message, a local store only in error_code)."""
-    return getattr(err, "error_code", None) == code or code in str(err)
+    rest(tracking_uri).delete(
+        "model-versions/delete", {"name": model_name, "version": str(version)}
+    )
 
 
 def refused(err: Exception) -> bool:
@@ -190,3 +251,22 @@ def refused(err: Exception) -> bool:
     unreachable: retrying the same call will not help."""
     code = getattr(err, "error_code", None)
     return bool(code) and code not in ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE")
+
+
+def _model_version(found: dict[str, Any]) -> ModelVersion:
+    return ModelVersion(
+        name=found["name"],
+        version=str(found["version"]),
+        source=found.get("source", ""),
+        run_id=found.get("run_id") or None,
+        tags=_dict(found.get("tags")),
+        aliases=sorted(found.get("aliases", [])),
+    )
+
+
+def _pairs(values: dict[str, str]) -> list[dict[str, str]]:
+    return [{"key": key, "value": str(value)} for key, value in values.items()]
+
+
+def _dict(pairs: list[dict[str, Any]] | None) -> dict[str, str]:
+    return {pair["key"]: pair.get("value", "") for pair in pairs or []}
