@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from flywheel.integrations import children
+from flywheel.integrations import children, watched
 
 
 class FakeApiserver:
@@ -67,6 +67,14 @@ def deployment(image: str = "flywheel:1", owner: str = "owner-1") -> dict:
         },
         "spec": {"template": {"spec": {"containers": [{"image": image}]}}},
     }
+
+
+@pytest.fixture(autouse=True)
+def no_watch(monkeypatch):
+    """No watch runs here to bring others' edits: every read asks the fake
+    (integrations/watched.py keeps no copy)."""
+    monkeypatch.setattr(watched, "MAX_AGE", -1.0)
+    watched.clear()
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from ..builders.serving import (
 )
 from ..integrations import children, tracking
 from ..policy.canary import seconds_until_check
-from ..policy.jobs import stuck_pod
+from ..policy.jobs import deployment_has_synced, stuck_pod
 from ..policy.traffic import effective_percent, plan_split
 from ..settings import Settings
 from . import rollout
@@ -163,7 +163,9 @@ def assess(
         }
     )
     stuck = None
-    if stable_ready == 0:  # why no pod serves: an image or a Secret a person must fix?
+    if stable_ready == 0 and deployment_has_synced(stable_deployment):
+        # Why no pod serves: an image or a Secret a person must fix? (A new
+        # Deployment has no pods to list yet.)
         stuck = stuck_pod(children.list_pods(namespace, selector(name, "stable")))
     assessment = _verdict(
         proposed, status, fields, events, stable_name, stable_ready, stable_done, canary_name,

@@ -17,7 +17,7 @@ from ..builders.modelversion import build_model_version
 from ..builders.training import build_training_job
 from ..integrations import kube, tracking
 from ..policy.gates import evaluate_gates
-from ..policy.jobs import failed_attempt, job_finished, stuck_pod
+from ..policy.jobs import failed_attempt, job_finished, job_has_started, stuck_pod
 from ..policy.training import read_training_outcome
 from ..settings import Settings
 from .handlers import register
@@ -155,7 +155,9 @@ def _follow(spec, body, status, settings: Settings) -> Assessment:
     if job is None:
         failure = {"reason": "JobDeleted", "message": f"Job {status['jobName']} was deleted"}
         return _failed(status, failure)
-    pods = kube.job_pods(namespace, status["jobName"])
+    # Pods are listed, not watched: each list is a request, so not before the
+    # Job controller has made any (a reconcile just after the create).
+    pods = kube.job_pods(namespace, status["jobName"]) if job_has_started(job) else []
     fields = {"attempts": len(pods)}
     if not job_finished(job):
         stuck = stuck_pod(pods)

@@ -48,7 +48,7 @@ from ..builders.common import MANAGED_BY
 from ..builders.retrain import RETRAIN_OF
 from ..builders.serving import SERVICE_LABEL
 from ..config import RESYNC_SECONDS
-from ..integrations import kube
+from ..integrations import kube, watched
 from ..integrations.kube import FIELD_MANAGER
 
 REQUESTED_AT = "reconcile.flywheel.dev/requestedAt"
@@ -277,9 +277,13 @@ for _kind in ("Dataset", "TrainingRun", "ModelVersion"):
 
 def _register_child(group: str, version: str, plural: str, kind: str, deletion_wakes: bool) -> None:
     """A child of ours (a Job finished, a Deployment's pods became ready or
-    it was deleted) wakes its owner."""
+    it was deleted) wakes its owner. Every event also updates the copy
+    reconciles read it from (integrations/watched.py), first, so the owner
+    it wakes reads what woke it."""
+    api_version = f"{group}/{version}" if group else version
 
     def on_event(event, body, namespace: str, name: str, labels, **_: Any) -> None:
+        watched.record(api_version, kind, event.get("type"), body)
         owners = [(k, labels[key]) for key, k in OWNER_LABELS.items() if key in labels]
         if not owners:
             return
@@ -294,7 +298,8 @@ def _register_child(group: str, version: str, plural: str, kind: str, deletion_w
         request_reconcile(owner_kind, namespace, owner, f"{kind} {name} changed")
 
     selector = {"app.kubernetes.io/managed-by": MANAGED_BY}
-    kopf.on.event(group, version, plural, labels=selector, id=f"wake_owner_of_{plural}")(on_event)
+    resource = (group, version, plural) if group else (version, plural)
+    kopf.on.event(*resource, labels=selector, id=f"wake_owner_of_{plural}")(on_event)
 
 
 # A finished Job's deletion (its TTL, its namespace going) asks nothing of its
@@ -302,6 +307,8 @@ def _register_child(group: str, version: str, plural: str, kind: str, deletion_w
 # must be put back.
 _register_child("batch", "v1", "jobs", "Job", deletion_wakes=False)
 _register_child("apps", "v1", "deployments", "Deployment", deletion_wakes=True)
+# A Service's own changes (its status) wake nobody; a deleted one is put back.
+_register_child("", "v1", "services", "Service", deletion_wakes=True)
 
 
 def _closest(owners: list[Ref]) -> Ref:

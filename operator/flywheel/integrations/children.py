@@ -19,6 +19,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from . import watched
 from .kube import FIELD_MANAGER, api
 
 # apiVersion/kind -> the collection's path segment.
@@ -163,12 +164,19 @@ def delete(api_version: str, kind: str, namespace: str, name: str) -> bool:
 
 
 def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """The child as the operator's watch last saw it (watched.py), else as the
+    apiserver has it; None when there is none. Read-only: a copy may be shared."""
+    seen = watched.get(api_version, kind, namespace, name)
+    if seen is not watched.UNKNOWN:
+        return seen
     try:
-        return _call("GET", _path(api_version, kind, namespace, name))
+        live = _call("GET", _path(api_version, kind, namespace, name))
     except ApiException as err:
-        if err.status == 404:
-            return None
-        raise
+        if err.status != 404:
+            raise
+        live = None
+    watched.remember((api_version, kind, namespace, name), live)
+    return live
 
 
 def list_objects(

@@ -13,6 +13,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from ..api.common import GROUP, VERSION
+from . import watched
 
 FIELD_MANAGER = "flywheel"
 # One pooled connection per handler thread: controllers/startup.py gives kopf
@@ -53,12 +54,19 @@ def ensure_job(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def get_job(namespace: str, name: str) -> dict[str, Any] | None:
+    """The Job as the operator's watch last saw it (watched.py), else as the
+    apiserver has it; None when there is none. Read-only: a copy may be shared."""
+    seen = watched.get("batch/v1", "Job", namespace, name)
+    if seen is not watched.UNKNOWN:
+        return seen
     try:
-        return _plain(client.BatchV1Api(api()).read_namespaced_job(name, namespace))
+        live = _plain(client.BatchV1Api(api()).read_namespaced_job(name, namespace))
     except ApiException as err:
-        if err.status == 404:
-            return None
-        raise
+        if err.status != 404:
+            raise
+        live = None
+    watched.remember(("batch/v1", "Job", namespace, name), live)
+    return live
 
 
 def job_pods(namespace: str, job_name: str) -> list[dict[str, Any]]:

@@ -57,6 +57,19 @@ _STUCK = {
 }
 
 
+def job_has_started(job: dict[str, Any]) -> bool:
+    """Whether the Job controller has acted on the Job (it sets startTime as it
+    makes the first pod): before that there are no pods to list."""
+    status = job.get("status") or {}
+    return bool(status.get("startTime") or status.get("active") or status.get("failed"))
+
+
+def deployment_has_synced(deployment: dict[str, Any]) -> bool:
+    """Whether the Deployment controller has acted on the Deployment at all:
+    a new one has no status, and no pods to list."""
+    return (deployment.get("status") or {}).get("observedGeneration") is not None
+
+
 def stuck_pod(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
     """(reason, message) when a pod waits in a state only a person can fix, e.g.
     ('ImagePullBackOff', 'pod x: container train: ...'), else None."""

@@ -1,0 +1,105 @@
+"""integrations/watched.py: the copy of each child the operator's watches last
+delivered, which reconciles read by name instead of asking the apiserver."""
+
+from __future__ import annotations
+
+import pytest
+
+from flywheel.integrations import children, kube, watched
+from flywheel.policy.jobs import deployment_has_synced, job_has_started
+
+
+@pytest.fixture(autouse=True)
+def empty():
+    watched.clear()
+    yield
+    watched.clear()
+
+
+def job(name: str, **status) -> dict:
+    meta = {"name": name, "namespace": "ns", "managedFields": [{"manager": "kcm"}]}
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "status": status}
+
+
+def test_the_last_event_wins_and_a_deletion_forgets():
+    watched.record("batch/v1", "Job", None, job("a"))  # the first listing
+    watched.record("batch/v1", "Job", "MODIFIED", job("a", active=1))
+    seen = watched.get("batch/v1", "Job", "ns", "a")
+    assert seen["status"] == {"active": 1}
+    assert "managedFields" not in seen["metadata"] and seen["metadata"]["name"] == "a"
+    assert watched.get("apps/v1", "Deployment", "ns", "a") is watched.UNKNOWN  # kinds are apart
+    watched.record("batch/v1", "Job", "DELETED", job("a", active=1))
+    assert watched.get("batch/v1", "Job", "ns", "a") is None  # known to be gone
+    assert watched.size() == 0
+
+
+def test_readers_use_the_copy_and_ask_the_apiserver_only_for_what_it_lacks(monkeypatch):
+    asked = []
+    service = {"metadata": {"name": "d", "namespace": "ns"}}
+    monkeypatch.setattr(
+        children, "_call", lambda method, path, *a, **k: asked.append(path) or service
+    )
+    watched.record("apps/v1", "Deployment", "ADDED", {"metadata": {"name": "d", "namespace": "ns"}})
+    assert children.get("apps/v1", "Deployment", "ns", "d")["metadata"]["name"] == "d"
+    assert asked == []
+    children.get("v1", "Service", "ns", "d")
+    children.get("v1", "Service", "ns", "d")  # the read is kept until the watch says more
+    assert asked == ["/api/v1/namespaces/ns/services/d"]
+    # Absence is kept too: a canary Deployment that is not there is not
+    # looked for again at every resync.
+    monkeypatch.setattr(children, "_call", _not_found(asked))
+    assert children.get("apps/v1", "Deployment", "ns", "canary") is None
+    assert children.get("apps/v1", "Deployment", "ns", "canary") is None
+    assert asked[1:] == ["/apis/apps/v1/namespaces/ns/deployments/canary"]
+    watched.record(
+        "apps/v1", "Deployment", "ADDED", {"metadata": {"name": "canary", "namespace": "ns"}}
+    )
+    assert children.get("apps/v1", "Deployment", "ns", "canary") is not None
+
+    watched.record("batch/v1", "Job", "ADDED", job("j", startTime="2026-12-04T00:00:00Z"))
+    assert kube.get_job("ns", "j")["status"]["startTime"]  # no client call: none is set up
+
+
+def _not_found(asked):
+    from kubernetes.client.exceptions import ApiException
+
+    def call(method, path, *args, **kwargs):
+        asked.append(path)
+        raise ApiException(status=404)
+
+    return call
+
+
+def test_pods_are_listed_only_once_a_controller_can_have_made_them():
+    assert not job_has_started(job("j"))
+    assert job_has_started(job("j", startTime="2026-12-04T00:00:00Z"))
+    assert job_has_started(job("j", failed=1))
+    assert not deployment_has_synced({"metadata": {}, "status": {}})
+    assert deployment_has_synced({"status": {"observedGeneration": 1}})
+
+
+def test_a_copy_not_heard_of_for_max_age_is_read_again(monkeypatch):
+    # A deletion while the watch was reconnecting sends no event: the copy of
+    # a child that is gone must not be trusted for ever.
+    from kubernetes.client.exceptions import ApiException
+
+    watched.record("v1", "Service", "ADDED", {"metadata": {"name": "s", "namespace": "ns"}})
+    live = {"metadata": {"name": "s", "namespace": "ns", "uid": "new"}}
+    answers = [live, ApiException(status=404)]
+
+    def call(method, path, *args, **kwargs):
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(children, "_call", call)
+    monkeypatch.setattr(watched, "MAX_AGE", -1.0)  # every copy is too old
+    assert children.get("v1", "Service", "ns", "s")["metadata"]["uid"] == "new"
+    monkeypatch.setattr(watched, "MAX_AGE", 300.0)
+    assert (
+        watched.get("v1", "Service", "ns", "s")["metadata"]["uid"] == "new"
+    )  # the read refreshed it
+    monkeypatch.setattr(watched, "MAX_AGE", -1.0)
+    assert children.get("v1", "Service", "ns", "s") is None  # gone: the 404 drops the copy
+    assert watched.size() == 0 and answers == []
