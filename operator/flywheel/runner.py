@@ -23,7 +23,9 @@ def run_operator(
     verbose: bool,
 ) -> None:
     kopf.configure(verbose=verbose, log_format=_FORMATS[log_format])
-    from . import controllers  # noqa: F401  (registers the handlers)
+    from . import controllers  # (registers the handlers)
+
+    controllers.session.watch_namespaces(namespaces)
 
     if metrics_port:
         start_http_server(metrics_port, addr=metrics_address)

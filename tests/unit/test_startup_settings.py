@@ -28,3 +28,16 @@ def test_the_wake_up_handlers_runs_are_not_logged_but_failures_and_reconciles_ar
     assert not quiet_wake_handlers(record("Handler 'wake_owner_of_jobs' succeeded."))
     assert quiet_wake_handlers(record("Handler 'reconcile_training_run' succeeded."))
     assert quiet_wake_handlers(record("Handler 'wake_owner_of_jobs' failed with an exception."))
+
+
+def test_kopfs_connection_pool_is_bounded_with_room_for_every_watch():
+    from flywheel.controllers.session import (
+        REQUEST_CONNECTIONS,
+        WATCHES_PER_NAMESPACE,
+        connection_limit,
+    )
+
+    assert connection_limit([]) == REQUEST_CONNECTIONS + WATCHES_PER_NAMESPACE  # cluster-wide
+    assert connection_limit(["a", "b", "c"]) == REQUEST_CONNECTIONS + 3 * WATCHES_PER_NAMESPACE
+    # Patterns match namespaces not known in advance, each with its watches.
+    assert connection_limit(["team-*"]) == connection_limit(["a", "ml-?"]) == 0
