@@ -70,6 +70,22 @@ def test_second_reconcile_of_unchanged_object_writes_nothing(events):
     assert len(events) == posted, "no Event when nothing changed"
 
 
+def test_a_valid_object_gets_no_accepted_event_but_a_fixed_one_does(events):
+    # Every valid object would get the same "Accepted=True" Event: 1,000
+    # writes at 1,000 objects, for what status already says.
+    obj = body("Dataset", {"source": {"uri": "s3://b/p", "format": "csv"}})
+    obj["status"] = dict(run(DATASET, obj, waiting)["status"])
+    assert [r for _, r, _ in events] == ["Waiting"]
+    obj["spec"]["source"]["format"] = "xml"  # broken: named in a Warning
+    obj["status"] = {**obj["status"], **run(DATASET, obj, waiting)["status"]}
+    assert ("Warning", "InvalidSpec") in [(t, r) for t, r, _ in events]
+    obj["spec"]["source"]["format"] = "csv"  # fixed: said so
+    posted = len(events)
+    run(DATASET, obj, waiting)
+    fixed = [e for e in events[posted:] if e[1] == "Valid"]
+    assert fixed and fixed[0][0] == "Normal" and fixed[0][2].startswith("Accepted=True")
+
+
 class FakeIndex(dict):
     """kopf.Index maps a key to a store of values."""
 

@@ -219,13 +219,17 @@ def announce(
     old: list[dict[str, Any]] | None,
     new: list[dict[str, Any]],
 ) -> None:
-    """One Event per condition whose status or reason changed."""
+    """One Event per condition whose status or reason changed, except an
+    object's first Accepted=True: every valid object would get the same
+    Event (status says it), and at 1,000 objects that is 1,000 writes."""
     for condition in new:
         before = find(old, condition["type"])
         if before and (before["status"], before["reason"]) == (
             condition["status"],
             condition["reason"],
         ):
+            continue
+        if before is None and (condition["type"], condition["status"]) == (ACCEPTED, TRUE):
             continue
         bad = condition["status"] == FALSE and condition["type"] == ACCEPTED
         kopf.event(
