@@ -196,7 +196,14 @@ def operator_table(scale: dict[str, Any]) -> str:
             rows,
         )
         + f"\n\nOperator peak RSS {format_number(scale['operator_peak_rss_mib'], 0)} MiB at "
-        f"{2 * scale['objects_per_kind']} objects; once converged, "
+        f"{2 * scale['objects_per_kind']} objects"
+        + (
+            f", at most {scale['operator_peak_apiserver_connections']} connections to the "
+            "apiserver at once"
+            if scale.get("operator_peak_apiserver_connections")
+            else ""
+        )
+        + "; once converged, "
         f"{quiet['operator_requests']['kubernetes_writes']} writes by the operator and "
         f"{quiet['parent_changes']} changes to the parents in {quiet['seconds']} s "
         f"({quiet['operator_requests']['kubernetes_total']} requests in all)."

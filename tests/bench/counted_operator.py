@@ -12,6 +12,11 @@ go through urllib3 too and are told apart by their host. Every half second
 the counts go to the JSON file named by FLYWHEEL_BENCH_COUNTS. Nothing of
 the operator itself changes.
 
+Where the memory goes: run the benchmark with BENCH_TRACEMALLOC_DUMP=<file>;
+the operator traces its allocations (8 frames) and every 20 s the file gets
+the 40 largest sites still alive. Tracing slows the operator: its other
+figures are then not comparable.
+
     python counted_operator.py run --metrics-port 0 ...   (the `flywheel` CLI's arguments)
 """
 
@@ -89,7 +94,31 @@ def _dump_forever(path: str) -> None:
         time.sleep(0.5)
 
 
+def _dump_memory_forever(path: str) -> None:
+    import tracemalloc
+
+    while True:
+        time.sleep(20)
+        stats = tracemalloc.take_snapshot().statistics("traceback")
+        total = sum(stat.size for stat in stats)
+        lines = [
+            f"{time.strftime('%H:%M:%S')} traced {total / 2**20:.1f} MiB in {len(stats)} sites"
+        ]
+        for stat in stats[:40]:
+            lines.append(f"{stat.size / 2**20:8.2f} MiB {stat.count:8d} blocks")
+            lines += [f"    {frame.filename}:{frame.lineno}" for frame in stat.traceback]
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+
 def main() -> None:
+    if os.environ.get("BENCH_TRACEMALLOC_DUMP"):
+        import tracemalloc
+
+        tracemalloc.start(8)
+        threading.Thread(
+            target=_dump_memory_forever, args=(os.environ["BENCH_TRACEMALLOC_DUMP"],), daemon=True
+        ).start()
     _patch_urllib3()
     _patch_aiohttp()
     threading.Thread(

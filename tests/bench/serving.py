@@ -156,7 +156,8 @@ def mlflow_server() -> tuple[Child, str]:
             "--workers",
             "1",
         ],
-        clean_env(),
+        # Only hosts the model; MLflow 3's job runner (eight processes) is not needed.
+        clean_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
         cpus=None,
     )
     uri = f"http://{HOST}:{port}"
