@@ -62,7 +62,7 @@ def test_objects_sharing_an_experiment_get_a_run_each(mlflow_server, uri, name):
 
 
 def test_sixteen_threads_asking_at_once_share_one_experiment(mlflow_server, uri, name):
-    # The operator's 16 handler threads, one pooled client.
+    # Handler threads asking at once, one pooled client.
     with ThreadPoolExecutor(16) as pool:
         made = list(pool.map(lambda i: ensure(uri, name, f"uid-{i % 4}/v1"), range(16)))
     assert len(set(made)) >= 4

@@ -103,3 +103,26 @@ def test_a_copy_not_heard_of_for_max_age_is_read_again(monkeypatch):
     monkeypatch.setattr(watched, "MAX_AGE", -1.0)
     assert children.get("v1", "Service", "ns", "s") is None  # gone: the 404 drops the copy
     assert watched.size() == 0 and answers == []
+
+
+def test_an_applys_answer_is_the_copy_until_the_watch_catches_up(monkeypatch):
+    # With a thousand objects arriving at once the watch events lag: the next
+    # reconcile would read the child it has just applied from the apiserver.
+    asked = []
+
+    def call(method, path, body=None, *args, **kwargs):
+        asked.append(method)
+        return {**body, "metadata": {**body["metadata"], "uid": "u", "generation": 1}}
+
+    monkeypatch.setattr(children, "_call", call)
+    monkeypatch.setattr(children, "_last_applied", {})
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web", "namespace": "ns"},
+        "spec": {"ports": [{"port": 80}]},
+    }
+    children.apply(service)
+    children.apply(service)  # unchanged: read, from the copy
+    assert asked == ["PATCH"]
+    assert children.get("v1", "Service", "ns", "web")["metadata"]["uid"] == "u"

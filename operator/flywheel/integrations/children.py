@@ -83,6 +83,9 @@ def apply(obj: dict[str, Any]) -> dict[str, Any]:
     applied = _call("PATCH", path, obj, query, content="application/apply-patch+yaml")
     with _last_applied_guard:
         _last_applied[key] = (digest, _fingerprint(applied, obj), _owner_uid(obj))
+    # The answer is the child as it now is; the watch event saying the same can
+    # lag well behind when a thousand objects arrive at once.
+    watched.remember(key, applied)
     return applied
 
 

@@ -23,7 +23,7 @@ import urllib3
 
 API = "/api/2.0/mlflow/"
 # One pooled connection per handler thread (integrations/kube.py says why).
-POOL_CONNECTIONS = 16
+POOL_CONNECTIONS = 32
 # Fail fast and let the reconcile retry with its own backoff, rather than hold
 # a handler thread through many retries.
 DEFAULT_TIMEOUT = 20.0
