@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from flywheel.integrations import children, kube, watched
+from flywheel.integrations import children, watched
 from flywheel.policy.jobs import deployment_has_synced, job_has_started
 
 
@@ -57,7 +57,8 @@ def test_readers_use_the_copy_and_ask_the_apiserver_only_for_what_it_lacks(monke
     assert children.get("apps/v1", "Deployment", "ns", "canary") is not None
 
     watched.record("batch/v1", "Job", "ADDED", job("j", startTime="2026-12-04T00:00:00Z"))
-    assert kube.get_job("ns", "j")["status"]["startTime"]  # no client call: none is set up
+    assert children.get("batch/v1", "Job", "ns", "j")["status"]["startTime"]
+    assert asked[1:] == ["/apis/apps/v1/namespaces/ns/deployments/canary"]  # no Job read
 
 
 def _not_found(asked):

@@ -13,7 +13,7 @@ from ..api.conditions import FALSE, TRUE, ConditionUpdate
 from ..api.dataset import DatasetSpec
 from ..api.kinds import DATASET
 from ..builders.snapshot import build_snapshot_job
-from ..integrations import kube
+from ..integrations import children, kube
 from ..policy.jobs import failed_attempt, stuck_pod
 from ..policy.snapshots import plan_snapshot, read_outcome
 from ..settings import Settings
@@ -30,7 +30,7 @@ def assess(spec: DatasetSpec, body: Mapping[str, Any], settings: Settings = SETT
     now = datetime.now(UTC)
     job = None
     if attempt and attempt["state"] == "Running":
-        job = kube.get_job(namespace, attempt["jobName"])
+        job = children.get("batch/v1", "Job", namespace, attempt["jobName"])
     plan = plan_snapshot(
         attempt,
         meta.get("generation"),

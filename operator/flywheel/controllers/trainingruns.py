@@ -15,7 +15,7 @@ from ..api.kinds import TRAINING_RUN
 from ..api.trainingrun import TrainingRunSpec
 from ..builders.modelversion import build_model_version
 from ..builders.training import build_training_job
-from ..integrations import kube, tracking
+from ..integrations import children, kube, tracking
 from ..policy.gates import evaluate_gates
 from ..policy.jobs import failed_attempt, job_finished, job_has_started, stuck_pod
 from ..policy.training import read_training_outcome
@@ -151,7 +151,7 @@ def _next_round(spec, body, status, dataset, settings: Settings) -> Assessment:
 
 def _follow(spec, body, status, settings: Settings) -> Assessment:
     namespace = body["metadata"]["namespace"]
-    job = kube.get_job(namespace, status["jobName"])
+    job = children.get("batch/v1", "Job", namespace, status["jobName"])
     if job is None:
         failure = {"reason": "JobDeleted", "message": f"Job {status['jobName']} was deleted"}
         return _failed(status, failure)

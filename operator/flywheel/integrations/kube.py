@@ -59,22 +59,6 @@ def ensure_job(job: dict[str, Any]) -> dict[str, Any]:
     return created
 
 
-def get_job(namespace: str, name: str) -> dict[str, Any] | None:
-    """The Job as the operator's watch last saw it (watched.py), else as the
-    apiserver has it; None when there is none. Read-only: a copy may be shared."""
-    seen = watched.get("batch/v1", "Job", namespace, name)
-    if seen is not watched.UNKNOWN:
-        return seen
-    try:
-        live = _plain(client.BatchV1Api(api()).read_namespaced_job(name, namespace))
-    except ApiException as err:
-        if err.status != 404:
-            raise
-        live = None
-    watched.remember(("batch/v1", "Job", namespace, name), live)
-    return live
-
-
 def job_pods(namespace: str, job_name: str) -> list[dict[str, Any]]:
     pods = client.CoreV1Api(api()).list_namespaced_pod(
         namespace, label_selector=f"batch.kubernetes.io/job-name={job_name}"

@@ -1,6 +1,6 @@
 """MLflow's REST API (/api/2.0/mlflow/...), the calls the operator makes.
 
-Why not `mlflow.MlflowClient`: importing mlflow adds ~122 MiB to the
+Why not `mlflow.MlflowClient`: importing mlflow added 156 MiB to the
 operator's resident memory (the scale benchmark's 688 MiB peak held it) and a
 client builds its stores on every call, for fifteen plain JSON requests. The
 workloads (training, serving, drift) still use mlflow itself.
