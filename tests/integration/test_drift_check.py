@@ -56,7 +56,7 @@ def log_rows(object_store, bucket: str, service: str, frame: pd.DataFrame, momen
     ms = calendar.timegm(moment.utctimetuple()) * 1000
     columns = {name: frame[name].to_numpy(np.float64) for name in FEATURES}
     predictions = frame["species"].to_numpy(dtype=object)
-    buffer = HourBuffer(hour_of(ms), 0.0, [(ms, columns, predictions)], len(frame))
+    buffer = HourBuffer(hour_of(ms), 0.0, [(ms, columns, predictions, None)], len(frame))
     data = parquet_bytes(to_table(buffer, SCHEMA, True, "iris-v1"))
     key = f"inference-logs/ns/{service}/iris-v1/hour={hour_of(ms)}/pod-1-{ms}.parquet"
     object_store.client().put_object(Bucket=bucket, Key=key, Body=data)

@@ -62,7 +62,7 @@ def write_log(root: Path, version: str, moment: datetime, rows: int, seq: int = 
         "n": values.astype(np.int64),
         "c": np.array([f"c{v % 3}" for v in values], dtype=object),
     }
-    buffer = HourBuffer(hour_of(ms), 0.0, [(ms, columns, np.array(["a"] * rows))], rows)
+    buffer = HourBuffer(hour_of(ms), 0.0, [(ms, columns, np.array(["a"] * rows), None)], rows)
     uri = object_uri((root / version).as_uri(), hour_of(ms), "pod", 1, seq)
     write_file(uri, parquet_bytes(to_table(buffer, SCHEMA, True, version)))
     return uri
@@ -187,6 +187,16 @@ def test_sample_is_deterministic_and_independent_of_batch_sizes():
     assert len(one) == 500 and one == many == sorted(one)  # stream order kept
     assert sample_of([(0, 10_000)], 500, seed=7) == one
     assert sample_of([(0, 10_000)], 500, seed=8) != one
+
+
+def test_the_sample_is_the_rows_with_the_smallest_keys():
+    """Rows dropped on arrival (their key above the sample's largest) change
+    nothing: the sample is exactly the rows of the 500 smallest keys."""
+    keys = np.random.default_rng(3).random(10_000)  # one key a row, in row order
+    expected = sorted(np.argsort(keys)[:500].tolist())
+    chunks = [(i, min(i + 337, 10_000)) for i in range(0, 10_000, 337)]
+    assert sample_of(chunks, 500, seed=3) == expected
+    assert sample_of([(0, 10_000)], 500, seed=3) == expected
 
 
 def test_sample_is_uniform_over_the_stream():

@@ -21,7 +21,7 @@ from flywheel.serving.inference_log import (
     sample,
 )
 from flywheel.serving.metrics import ServeMetrics
-from flywheel.serving.signature import Batch, Column
+from flywheel.serving.signature import Batch, Column, from_rows
 
 SCHEMA = [Column("x", "double"), Column("n", "long", required=False), Column("c", "string")]
 MS = calendar.timegm((2026, 3, 1, 13, 59, 59)) * 1000
@@ -106,6 +106,31 @@ def test_files_have_the_signature_columns_and_ours(tmp_path: Path):
     assert pq.read_table(files[1]).num_rows == 1
     assert (rows(metrics, "written"), rows(metrics, "dropped")) == (7, 0)
     assert not list((tmp_path / "log").rglob(".*"))  # no partial files left
+
+
+def test_requests_of_whole_rows_write_the_same_file_as_columns(tmp_path: Path):
+    """A request's matrix (rows sent whole) is logged as its columns would be,
+    alone or mixed with requests that sent columns."""
+    schema = [Column("a", "double"), Column("b", "double")]
+    tables = {}
+    for how in ("matrix", "columns", "mixed"):
+        settings = LogSettings(uri=(tmp_path / how).as_uri())
+        log = InferenceLog(settings, schema, classifier=True, model_version="v1", metrics=counts())
+        for i in range(4):
+            matrix = np.array([[i, 10.0 * i], [i + 0.5, -1.0]])
+            with_matrix = how == "matrix" or (how == "mixed" and i % 2 == 0)
+            rows = from_rows(schema, matrix)
+            if not with_matrix:
+                rows = Batch(rows.columns, rows.rows)
+            assert (rows.matrix is not None) == with_matrix
+            log.record(rows, np.array(["x", "y"]))
+        log.start()
+        log.close()
+        (file,) = (tmp_path / how).glob("hour=*/*.parquet")
+        tables[how] = pq.read_table(file, columns=["a", "b", "_flywheel_prediction"]).to_pydict()
+    assert tables["matrix"] == tables["columns"] == tables["mixed"]
+    assert tables["matrix"]["a"] == [0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5]
+    assert tables["matrix"]["b"] == [0, -1, 10, -1, 20, -1, 30, -1]
 
 
 def test_regressor_predictions_are_float(tmp_path: Path):

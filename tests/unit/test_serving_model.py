@@ -16,7 +16,7 @@ from sklearn.preprocessing import OneHotEncoder
 
 from flywheel.serving.model import fetch, load
 from flywheel.serving.settings import ServeError, build_settings
-from flywheel.serving.signature import from_columns
+from flywheel.serving.signature import from_columns, from_rows
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
@@ -41,6 +41,10 @@ def test_a_numeric_sklearn_model_gets_a_matrix_and_answers_as_itself(iris, tmp_p
     assert (served.flavor, served.uses_frame, served.classifier) == ("sklearn", False, True)
     batch = from_columns(served.schema, x.to_dict(orient="list"))
     assert served.predict(batch)["predict"].tolist() == model.predict(x).tolist()
+    # Whole rows in signature order go to the model as the request's own matrix.
+    rows = from_rows(served.schema, x.to_numpy())
+    assert rows.matrix is not None
+    assert served.predict(rows)["predict"].tolist() == model.predict(x).tolist()
 
 
 def test_a_model_that_selects_columns_by_name_gets_a_dataframe(iris, tmp_path):

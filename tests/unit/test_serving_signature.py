@@ -36,6 +36,26 @@ def test_rows_become_typed_columns_in_signature_order():
     assert batch.columns["petal_length"].tolist() == [1.0, 5.2]
 
 
+def test_whole_rows_of_the_signature_types_keep_their_matrix():
+    rows = [[5.1, 3.5, 1, 0.2], [6.7, 3, 5.2, 2]]
+    batch = from_rows(IRIS, rows)
+    assert batch.matrix is not None and batch.matrix.tolist() == [
+        [5.1, 3.5, 1, 0.2],
+        [6.7, 3, 5.2, 2],
+    ]
+    # The columns are the matrix's own: the model and the log may use either.
+    assert all(np.shares_memory(batch.columns[c.name], batch.matrix) for c in IRIS)
+
+
+def test_no_matrix_when_a_column_was_converted_or_moved():
+    assert from_rows(MIXED, [[31, "Oslo", True, 0.5]]).matrix is None  # mixed types
+    columns = ["petal_width", "sepal_length", "sepal_width", "petal_length"]
+    assert from_rows(IRIS, [[0.2, 5.1, 3.5, 1.4]], columns).matrix is None  # not signature order
+    floats = [Column(c.name, "float") for c in IRIS]
+    assert from_rows(floats, [[0.2, 5.1, 3.5, 1.4]]).matrix is None  # float64 -> float32
+    assert from_columns(IRIS, {c.name: [1.0] for c in IRIS}).matrix is None
+
+
 def test_rows_with_named_columns_in_any_order():
     columns = ["petal_width", "sepal_length", "sepal_width", "petal_length"]
     batch = from_rows(IRIS, [[0.2, 5.1, 3.5, 1.4]], columns)

@@ -173,8 +173,14 @@ def _load_sklearn(path, schema, outputs, example) -> ServedModel:
         estimator, None if probe is None else _ordered(probe, order) if matrix_ok else frame(probe)
     )
 
+    signature_order = schema is not None and order == [c.name for c in schema]
+
     def by_matrix(batch: Batch) -> dict[str, np.ndarray]:
-        return {PRIMARY: np.asarray(model_predict(_ordered(batch, order)))}
+        if signature_order and batch.matrix is not None:  # the request's rows as sent
+            rows = batch.matrix.astype(np.float64, copy=False)
+        else:
+            rows = _ordered(batch, order)
+        return {PRIMARY: np.asarray(model_predict(rows))}
 
     def by_frame(batch: Batch) -> dict[str, np.ndarray]:
         return outputs_of(model_predict(frame(batch)))
