@@ -531,12 +531,12 @@ def test_s3_errors_map_to_reasons(code, status, reason):
 MEASURE = textwrap.dedent(
     """
     import json, sys
+    from flywheel.workloads.allocator import use_system_allocator
+    use_system_allocator()  # as the command does: before pyarrow loads
     from flywheel.api.dataset import DatasetSpec
-    from flywheel.workloads.reading import use_system_allocator
     from flywheel.workloads.snapshot import take_snapshot
 
     small, big, out = sys.argv[1:]
-    use_system_allocator()  # as the command does
 
     def spec(uri):
         columns = [{"name": "x", "type": "float"}, {"name": "label", "type": "string"}]

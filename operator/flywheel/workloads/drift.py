@@ -588,8 +588,9 @@ def drift_check_command(termination_log: str) -> None:
     Everything else comes from the FLYWHEEL_* environment the operator sets
     (see flywheel.workloads.drift). Exits 0 with a Drift, NoDrift or
     InsufficientData result; otherwise with the code of the error reason."""
-    from .reading import use_system_allocator  # pyarrow: only when the command runs
+    from .allocator import use_system_allocator
 
+    use_system_allocator()  # first: before pyarrow loads
     # A failed tracking server must cost seconds, not the retries' minutes.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
@@ -597,7 +598,6 @@ def drift_check_command(termination_log: str) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     secrets = secret_values(os.environ)
     configure_logging(secrets, ("flywheel.drift",))
-    use_system_allocator()
     message, code = run_drift_check(os.environ)
     text = render(message, secrets)
     report_and_exit(text, termination_log, log, code)

@@ -198,11 +198,11 @@ def dataset_snapshot_command(
     Credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (s3://) or
     HTTP_AUTHORIZATION (https://). Exits 0 when the snapshot ran, whether or not
     validation passed; otherwise with the code of the error reason."""
-    from .reading import use_system_allocator  # pyarrow: only when the command runs
+    from .allocator import use_system_allocator
 
+    use_system_allocator()  # first: before pyarrow loads
     secrets = secret_values(os.environ)
     configure_logging(secrets)
-    use_system_allocator()
     message, code = run_snapshot(
         spec_json,
         profile_uri,
