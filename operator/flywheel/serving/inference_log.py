@@ -94,7 +94,7 @@ Part = tuple[int, dict[str, np.ndarray], np.ndarray, np.ndarray | None]
 class HourBuffer:
     hour: str
     started: float  # monotonic time of the first rows
-    # (epoch ms, columns, predictions, the request's matrix or None)
+    # (epoch ms, columns ({} when the matrix is kept), predictions, the request's matrix or None)
     parts: list[Part] = field(default_factory=list)
     rows: int = 0
 
@@ -201,13 +201,21 @@ def feature_columns(
         # Every request sent whole rows: one concatenation of their matrices
         # (signature order) instead of one per column; a third of the cost
         # at one row a request.
-        stacked = np.concatenate([p[3] for p in parts])  # type: ignore[misc]
-        return list(np.ascontiguousarray(stacked.T))
+        matrices = [p[3] for p in parts]
+        rows = sum(len(m) for m in matrices)  # type: ignore[arg-type]
+        # Column-major: one copy leaves each column contiguous for Arrow.
+        stacked = np.empty((rows, len(names)), dtype=matrices[0].dtype, order="F")  # type: ignore[union-attr]
+        np.concatenate(matrices, out=stacked)  # type: ignore[arg-type]
+        return [stacked[:, j] for j in range(len(names))]
     # One C call a part picks its columns; zip turns the parts' tuples into columns.
     pick = operator.itemgetter(*names)
-    picked = [pick(p[1]) for p in parts]
+    picked = [pick(p[1] if p[3] is None else matrix_columns(p[3], names)) for p in parts]
     by_column = zip(*picked, strict=True) if len(names) > 1 else (picked,)
     return [np.concatenate(values) for values in by_column]
+
+
+def matrix_columns(matrix: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+    return {name: matrix[:, j] for j, name in enumerate(names)}
 
 
 def all_predictions(parts: list[np.ndarray], classifier: bool) -> np.ndarray:
@@ -333,11 +341,14 @@ class InferenceLog:
         if chosen is not None:
             if not len(chosen):
                 return
-            columns = {name: a[chosen] for name, a in batch.columns.items()}
             predictions = predictions[chosen]
             matrix = None if batch.matrix is None else batch.matrix[chosen]
+            columns = {} if matrix is not None else {n: a[chosen] for n, a in batch.columns.items()}
         else:
-            columns, matrix = batch.columns, batch.matrix
+            # A request's matrix is all the writer needs: its columns (a dict
+            # and a view a column) are not kept alive until the file is written.
+            matrix = batch.matrix
+            columns = {} if matrix is not None else batch.columns
         if len(self.pending) >= self.settings.queue_requests:
             self.metrics.dropped.inc(len(predictions))
             return
