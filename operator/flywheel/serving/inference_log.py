@@ -199,8 +199,9 @@ def feature_columns(
         return []
     if schema and all(p[3] is not None for p in parts):
         # Every request sent whole rows: one concatenation of their matrices
-        # (signature order) instead of one per column; a third of the cost
-        # at one row a request.
+        # (signature order) instead of one per column: 6.3 -> 0.2 us a row at
+        # one row a request. A matrix exists only when no column needed
+        # converting, so the signature fixes their dtype: they all share it.
         matrices = [p[3] for p in parts]
         rows = sum(len(m) for m in matrices)  # type: ignore[arg-type]
         # Column-major: one copy leaves each column contiguous for Arrow.
@@ -312,7 +313,7 @@ class InferenceLog:
         self.model_version = model_version
         self.metrics = metrics
         self.write = write or writer_for(settings.uri, settings.endpoint)
-        # Requests' rows waiting for the writer: (epoch ms, columns, predictions).
+        # Requests' rows waiting for the writer, as HourBuffer.parts holds them.
         # A deque's append and popleft are atomic, so the request path takes no
         # lock and wakes nobody (queue.Queue did both, for every request).
         self.pending: collections.deque[Part] = collections.deque()
