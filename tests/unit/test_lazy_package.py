@@ -48,6 +48,15 @@ def test_a_name_only_init_defines_runs_it_once_in_the_same_module(package):
         heavypkg.missing  # noqa: B018
 
 
+def test_an_init_that_fails_raises_and_leaves_no_half_run_package(package, tmp_path):
+    init = tmp_path / "heavypkg" / "__init__.py"
+    init.write_text("raise RuntimeError('broken __init__')\n")
+    imports_without_init(package, ["heavypkg.sub.leaf"])
+    with pytest.raises(RuntimeError, match="broken __init__"):
+        from heavypkg import EXPORTED  # type: ignore[import-not-found]  # noqa: F401
+    assert package not in sys.modules
+
+
 def test_an_imported_package_is_left_as_it_is(package):
     import heavypkg  # type: ignore[import-not-found]
 

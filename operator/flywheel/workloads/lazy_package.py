@@ -48,7 +48,13 @@ def _deferred_package(package: str) -> ModuleType:
             if not state["ran"]:
                 state["ran"] = True
                 del module.__getattr__  # the real module has none
-                spec.loader.exec_module(module)  # type: ignore[union-attr]
+                try:
+                    spec.loader.exec_module(module)  # type: ignore[union-attr]
+                except BaseException:
+                    # As a failed import does: no half-run package stays behind.
+                    if sys.modules.get(package) is module:
+                        del sys.modules[package]
+                    raise
         try:
             return module.__dict__[name]
         except KeyError:
