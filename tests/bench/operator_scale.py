@@ -65,6 +65,7 @@ sys.path.insert(0, str(REPO / "tests" / "cluster"))
 # controlplane is imported, and used only by a control plane this bench starts.
 os.environ.setdefault("FLYWHEEL_SERVICE_CIDR", "10.0.0.0/16")
 import controlplane  # noqa: E402
+import loop_steps  # noqa: E402
 
 WORK = CACHE / "operator"
 GROUP, VERSION = "mlops.flywheel.dev", "v1alpha1"
@@ -671,7 +672,16 @@ def _run(cluster, n: int, quiet: int) -> dict[str, Any]:
         )
         log(f"operator: children per InferenceService: {[t['kind'] for t in serve_template]}")
         log("operator: loop latency, ModelVersion Servable -> canary")
-        loop = loop_latency(api, ns, model, LOOP_REPEATS[n == SIZES[True]])
+        repeats = LOOP_REPEATS[n == SIZES[True]]
+        loop = [loop_latency(api, ns, model, repeats)]
+        log("operator: loop latency, drift verdict -> retraining run")
+        loop.append(loop_steps.drift_to_retrain(api, _call, ns, "warm-train", repeats, Watcher))
+        log("operator: loop latency, canary verdict -> promotion")
+        loop.append(
+            loop_steps.canary_to_promotion(
+                api, _call, ns, model, model_uri, tracking_uri, repeats, Watcher
+            )
+        )
 
         log(
             f"operator: raw client, {n} x (MLflow run + Job) "
@@ -878,17 +888,17 @@ def goals(result: dict[str, Any]) -> list[dict[str, Any]]:
             unit="MiB",
         )
     )
-    loop = result["loop"]
-    rows.append(
-        goal(
-            "loop",
-            f"{loop['step']}, p50 of {len(loop['seconds'])} (operator time)",
-            loop["p50_s"],
-            2.0,
-            higher_is_better=False,
-            unit="s",
+    for step in result["loop"]:
+        rows.append(
+            goal(
+                "loop",
+                f"{step['step']}, p50 of {len(step['seconds'])} (operator time)",
+                step["p50_s"],
+                2.0,
+                higher_is_better=False,
+                unit="s",
+            )
         )
-    )
     quiet = result["quiet"]
     rows.append(
         goal(
