@@ -65,8 +65,13 @@ def run(
     verbose: bool,
 ) -> None:
     """Run the operator against the cluster in KUBECONFIG (or in-cluster config)."""
+    from .integrations.mlflow_rest import MlflowError, max_requests
     from .runner import run_operator
 
+    try:
+        max_requests()  # a bad setting stops the start, not every later reconcile
+    except MlflowError as err:
+        raise click.UsageError(str(err)) from None
     run_operator(
         namespaces=list(namespaces),
         liveness=liveness or None,

@@ -111,3 +111,60 @@ def test_a_secured_server_gets_the_credentials_mlflows_client_would_send(serve):
 def test_a_tracking_uri_that_is_not_a_server_is_refused_with_the_fix():
     with pytest.raises(MlflowError, match="MLFLOW_TRACKING_URI 'file:///tmp/mlruns'.*http"):
         MlflowRest("file:///tmp/mlruns")
+
+
+def test_requests_beyond_the_limit_wait_for_a_free_connection(serve):
+    # The server sees at most FLYWHEEL_MLFLOW_MAX_REQUESTS at once; the rest
+    # queue in the client rather than on the server's database lock.
+    import time
+
+    class Slow(Scripted):
+        in_flight = peak = 0
+        lock = threading.Lock()
+
+    class SlowHandler(Handler):
+        def _answer(self):
+            with self.server.lock:
+                self.server.in_flight += 1
+                self.server.peak = max(self.server.peak, self.server.in_flight)
+            time.sleep(0.1)
+            with self.server.lock:
+                self.server.in_flight -= 1
+            super()._answer()
+
+        do_GET = _answer
+
+    server = Slow([(200, {})] * 12)
+    server.RequestHandlerClass = SlowHandler
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        mlflow = MlflowRest(server.uri, {**FAST, "FLYWHEEL_MLFLOW_MAX_REQUESTS": "3"})
+        threads = [
+            threading.Thread(target=mlflow.get, args=("runs/get",), kwargs={"run_id": str(i)})
+            for i in range(12)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(server.seen) == 12
+    assert server.peak == 3
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "four"])
+def test_a_bad_request_limit_names_the_setting_and_the_fix(value):
+    with pytest.raises(MlflowError, match=f"FLYWHEEL_MLFLOW_MAX_REQUESTS='{value}'.*at least 1"):
+        MlflowRest("http://127.0.0.1:1", {"FLYWHEEL_MLFLOW_MAX_REQUESTS": value})
+
+
+def test_the_operator_refuses_to_start_with_a_bad_request_limit():
+    from click.testing import CliRunner
+
+    from flywheel.cli import main
+
+    result = CliRunner().invoke(main, ["run"], env={"FLYWHEEL_MLFLOW_MAX_REQUESTS": "0"})
+    assert result.exit_code == 2
+    assert "FLYWHEEL_MLFLOW_MAX_REQUESTS='0'" in result.output
