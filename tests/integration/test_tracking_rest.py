@@ -176,7 +176,8 @@ def test_aliases_point_at_versions_and_carry_their_runs_metrics(
     assert tracking.metrics_of_alias(uri, name, "production") is None
     assert tracking.metrics_of_alias(uri, f"{name}-no-such-model", "production") is None
     tracking.set_alias(uri, name, "candidate", version.version)
-    tracking.set_alias(uri, name, "production", version.version)
+    assert tracking.move_alias(uri, name, "production", version.version) is True
+    assert tracking.move_alias(uri, name, "production", version.version) is False  # there
     assert tracking.aliases_of(uri, name, version.version) == ["candidate", "production"]
     assert tracking.metrics_of_alias(uri, name, "production") == {"accuracy": 0.97}
     assert mlflow_server.client().get_model_version_by_alias(name, "production").version == "1"

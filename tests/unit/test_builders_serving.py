@@ -146,7 +146,7 @@ def test_production_alias_waits_for_mlflow_without_stopping_service(monkeypatch)
     def move(status, fields, events):
         inferenceservices._move_production_alias("u", status, fields, events, serving, SETTINGS)
 
-    monkeypatch.setattr(inferenceservices.tracking, "set_alias", unreachable)
+    monkeypatch.setattr(inferenceservices.tracking, "move_alias", unreachable)
     serving = {"modelName": "iris", "registryVersion": "4"}
     fields, events = {}, []
     for second in range(10):  # a resync every second while MLflow is down
@@ -161,10 +161,20 @@ def test_production_alias_waits_for_mlflow_without_stopping_service(monkeypatch)
             "MLflow alias production -> iris/4: Connection refused; retrying with backoff",
         )
     ]  # one Warning for the outage
-    monkeypatch.setattr(inferenceservices.tracking, "set_alias", lambda *a: calls.append(a))
+    monkeypatch.setattr(
+        inferenceservices.tracking, "move_alias", lambda *a: calls.append(a) or True
+    )
     now[0] = 15.0
-    move({}, fields, [])
+    events = []
+    move({}, fields, events)
     assert fields["productionAlias"] == "iris/4"
     assert calls[-1] == ("http://mlflow:5000", "iris", "production", "4")
+    assert events == [("Normal", "AliasMoved", "MLflow alias production -> iris/4")]
     move({"productionAlias": "iris/4"}, {}, [])
     assert len(calls) == 3  # already there: MLflow is not asked again
+    # Another service of the same version found the alias already there: no
+    # "moved" Event, and status says where it points.
+    monkeypatch.setattr(inferenceservices.tracking, "move_alias", lambda *a: False)
+    fields, events = {}, []
+    move({}, fields, events)
+    assert fields["productionAlias"] == "iris/4" and events == []

@@ -188,3 +188,37 @@ def test_our_write_is_trusted_only_until_the_object_shows_it_or_the_grace_ends(e
     monkeypatch.setattr(reconcile_module, "OWN_WRITE_GRACE", -1.0)
     again = run(DATASET, lost, creates_once(made))
     assert again["status"]["job"] == "x-train"
+
+
+def test_conditions_that_change_together_for_one_reason_share_an_event(events):
+    # An InferenceService's first reconcile: Ready=False and Progressing=True,
+    # both waiting for a pod. One Event says both (at 1,000 objects, 1,000
+    # writes fewer); a condition with its own message keeps its own Event.
+    why = "waiting for a ready model-server pod for model"
+
+    def pending(spec, body) -> Assessment:
+        return Assessment(
+            "Pending",
+            [
+                accepted(),
+                ConditionUpdate("Ready", FALSE, "NoReadyReplicas", why),
+                ConditionUpdate("Progressing", "True", "Pending", why),
+            ],
+        )
+
+    obj = body("Dataset", {"source": {"uri": "s3://b/p", "format": "csv"}})
+    obj["status"] = dict(run(DATASET, obj, pending)["status"])
+    assert events == [("Normal", "NoReadyReplicas", f"Ready=False, Progressing=True: {why}")]
+
+    def split(spec, body) -> Assessment:
+        return Assessment(
+            "Progressing",
+            [
+                accepted(),
+                ConditionUpdate("Ready", FALSE, "NoReadyReplicas", why),
+                ConditionUpdate("Progressing", "True", "RollingOut", "rolling out model (0/1)"),
+            ],
+        )
+
+    run(DATASET, obj, split)
+    assert events[1:] == [("Normal", "RollingOut", "Progressing=True: rolling out model (0/1)")]

@@ -287,7 +287,7 @@ def _move_production_alias(uid, status, fields, events, serving, settings: Setti
     if status.get("productionAlias") == wanted or not ALIAS_BACKOFF.due(key):
         return
     try:
-        tracking.set_alias(
+        moved = tracking.move_alias(
             settings.mlflow_tracking_uri,
             serving["modelName"],
             PRODUCTION,
@@ -302,7 +302,8 @@ def _move_production_alias(uid, status, fields, events, serving, settings: Setti
         return
     ALIAS_BACKOFF.succeeded(key)
     fields["productionAlias"] = wanted
-    events.append(("Normal", "AliasMoved", f"MLflow alias production -> {wanted}"))
+    if moved:  # status says where it points either way
+        events.append(("Normal", "AliasMoved", f"MLflow alias production -> {wanted}"))
 
 
 def _commit_hint(promoted: str) -> str:

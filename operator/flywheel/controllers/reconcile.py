@@ -219,9 +219,12 @@ def announce(
     old: list[dict[str, Any]] | None,
     new: list[dict[str, Any]],
 ) -> None:
-    """One Event per condition whose status or reason changed, except an
-    object's first Accepted=True: every valid object would get the same
-    Event (status says it), and at 1,000 objects that is 1,000 writes."""
+    """One Event per change of conditions, except an object's first
+    Accepted=True: every valid object would get the same Event (status says
+    it), and at 1,000 objects that is 1,000 writes. Conditions that change
+    together for one reason (Ready=False and Progressing=True, both "waiting
+    for a ready model-server pod") share one Event, named after the first."""
+    changed: dict[str, list[dict[str, Any]]] = {}
     for condition in new:
         before = find(old, condition["type"])
         if before and (before["status"], before["reason"]) == (
@@ -231,12 +234,15 @@ def announce(
             continue
         if before is None and (condition["type"], condition["status"]) == (ACCEPTED, TRUE):
             continue
-        bad = condition["status"] == FALSE and condition["type"] == ACCEPTED
+        changed.setdefault(condition["message"], []).append(condition)
+    for message, together in changed.items():
+        bad = any(c["status"] == FALSE and c["type"] == ACCEPTED for c in together)
+        states = ", ".join(f"{c['type']}={c['status']}" for c in together)
         kopf.event(
             body,
             type="Warning" if bad else "Normal",
-            reason=condition["reason"] or condition["type"],
-            message=f"{condition['type']}={condition['status']}: {condition['message']}",
+            reason=together[0]["reason"] or together[0]["type"],
+            message=f"{states}: {message}",
         )
 
 

@@ -223,6 +223,22 @@ def set_alias(tracking_uri: str, model_name: str, alias: str, version: str) -> N
     )
 
 
+def move_alias(tracking_uri: str, model_name: str, alias: str, version: str) -> bool:
+    """Point `alias` at `version`; False when it already pointed there. Reading
+    first spares MLflow a write (and the operator an Event that says "moved"),
+    as when many InferenceServices serve one model version."""
+    try:
+        found = rest(tracking_uri).get("registered-models/alias", name=model_name, alias=alias)
+    except MlflowError as err:
+        if err.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        found = {}
+    if str((found.get("model_version") or {}).get("version")) == str(version):
+        return False
+    set_alias(tracking_uri, model_name, alias, version)
+    return True
+
+
 def aliases_of(tracking_uri: str, model_name: str, version: str) -> list[str]:
     found = rest(tracking_uri).get("model-versions/get", name=model_name, version=str(version))
     return sorted(found["model_version"].get("aliases", []))
