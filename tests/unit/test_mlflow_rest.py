@@ -168,3 +168,32 @@ def test_the_operator_refuses_to_start_with_a_bad_request_limit():
     result = CliRunner().invoke(main, ["run"], env={"FLYWHEEL_MLFLOW_MAX_REQUESTS": "0"})
     assert result.exit_code == 2
     assert "FLYWHEEL_MLFLOW_MAX_REQUESTS='0'" in result.output
+
+
+def test_a_run_is_searched_for_only_when_an_earlier_attempt_may_have_made_it(
+    serve, monkeypatch
+):
+    monkeypatch.setattr(tracking, "_attempted", set())
+    started = tracking.STARTED
+    made = {"run": {"info": {"run_id": "made"}}}
+    server = serve(
+        (200, made),  # a new object's first attempt: the create alone
+        (200, {"runs": [{"info": {"run_id": "made"}}]}),  # its retry finds it
+        (200, {"runs": []}),  # an object older than this process: looked for,
+        (200, made),  # then made
+    )
+    monkeypatch.setattr(tracking, "_experiment_ids", {(server.uri, "exp"): "7"})
+
+    def ensure(uid: str, created_at: float) -> str:
+        return tracking.ensure_run(server.uri, "exp", uid, "r", {}, created_at=created_at)
+
+    new = started + tracking.CLOCK_SKEW_SECONDS + 5
+    assert ensure("new/v1", new) == "made"
+    # The Job create failed after the run was made, say: the retry must find it.
+    assert ensure("new/v1", new) == "made"
+    # Created before this operator started: an earlier one may have made its run.
+    assert ensure("old/v1", started - 600) == "made"
+    paths = [path.rsplit("/", 1)[-1] for _, path, _, _ in server.seen]
+    assert paths == ["create", "search", "search", "create"]
+    tracking.forget_attempts("new")
+    assert "new/v1" not in tracking._attempted and "old/v1" in tracking._attempted

@@ -18,7 +18,7 @@ import kopf
 from ..api.common import GROUP, VERSION
 from ..api.kinds import Kind
 from ..config import RESYNC_SECONDS
-from ..integrations import children
+from ..integrations import children, tracking
 from ..metrics import PHASES
 from .reconcile import forget_lock
 
@@ -35,3 +35,4 @@ def register(kind: Kind, handler: Callable[..., Any]) -> None:
         PHASES.forget(kind.kind, namespace, name)
         forget_lock(uid)
         children.forget_owned_by(uid)
+        tracking.forget_attempts(uid)

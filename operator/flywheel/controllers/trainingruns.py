@@ -76,6 +76,7 @@ def _start(spec, body, dataset, settings: Settings) -> Assessment:
             uid=f"{meta['uid']}/{version}",
             name=meta["name"],
             tags={"flywheel.trainingrun": meta["name"], "flywheel.dataset.version": version},
+            created_at=_epoch(meta.get("creationTimestamp")),
         )
     except Exception as err:  # MLflow unreachable or refusing: say so, retry on resync
         why = f"MLflow at {settings.mlflow_tracking_uri} is unavailable: {_short(err)}"
@@ -294,6 +295,10 @@ def _not_ready(reason: str, message: str) -> ConditionUpdate:
 
 def _short(err: Exception) -> str:
     return str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+
+
+def _epoch(stamp: str | None) -> float | None:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() if stamp else None
 
 
 def _stamp(moment: datetime) -> str:

@@ -7,6 +7,7 @@ API (`mlflow_rest.py` says why not MlflowClient)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -42,13 +43,47 @@ class ModelVersion:
 # of one Dataset share an experiment, so each looks it up once per process.
 _experiment_ids: dict[tuple[str, str], str] = {}
 
+# A run is looked for before one is made only when an earlier attempt may have
+# made it. An object created after this process started was never seen by an
+# earlier operator (one replica, replaced by Recreate), and this process
+# remembers its own attempts: its first attempt sends the create alone. The
+# search by tag was half of a new TrainingRun's MLflow requests, and MLflow's
+# find-or-create rate bounded the operator's at 1,000 new runs.
+STARTED = time.time()
+# Margin for the apiserver's clock (creationTimestamp) running ahead of ours.
+CLOCK_SKEW_SECONDS = 60.0
+_attempted: set[str] = set()
+_attempted_lock = threading.Lock()
+
+
+def _first_attempt(uid: str, created_at: float | None) -> bool:
+    with _attempted_lock:
+        seen = uid in _attempted
+        _attempted.add(uid)
+    return not seen and created_at is not None and created_at > STARTED + CLOCK_SKEW_SECONDS
+
+
+def forget_attempts(object_uid: str) -> None:
+    """The object is gone: its attempts need no remembering."""
+    with _attempted_lock:
+        for key in [k for k in _attempted if k.split("/", 1)[0] == object_uid]:
+            _attempted.discard(key)
+
 
 def ensure_run(
-    tracking_uri: str, experiment: str, uid: str, name: str, tags: dict[str, str]
+    tracking_uri: str,
+    experiment: str,
+    uid: str,
+    name: str,
+    tags: dict[str, str],
+    created_at: float | None = None,
 ) -> str:
-    """The run for this object (found by uid tag), created when there is none."""
+    """The run for this object (found by uid tag), created when there is none.
+    `uid` is "<object uid>/<round>"; `created_at` is the object's
+    creationTimestamp (epoch seconds), None when unknown (then it searches)."""
     mlflow = rest(tracking_uri)
     run_tags = {**tags, UID_TAG: uid}
+    first = _first_attempt(uid, created_at)  # noted before anything can fail
     key = (tracking_uri, experiment)
     experiment_id = _experiment_ids.get(key)
     if experiment_id is None:
@@ -61,6 +96,8 @@ def ensure_run(
         if found is None:
             raise MlflowError(f"experiment {experiment!r} was created and is gone again")
         experiment_id = _experiment_ids[key] = found
+    if first:
+        return _create_run(tracking_uri, experiment_id, name, run_tags)
     try:
         existing = mlflow.post(
             "runs/search",
