@@ -170,9 +170,7 @@ def test_the_operator_refuses_to_start_with_a_bad_request_limit():
     assert "FLYWHEEL_MLFLOW_MAX_REQUESTS='0'" in result.output
 
 
-def test_a_run_is_searched_for_only_when_an_earlier_attempt_may_have_made_it(
-    serve, monkeypatch
-):
+def test_a_run_is_searched_for_only_when_an_earlier_attempt_may_have_made_it(serve, monkeypatch):
     monkeypatch.setattr(tracking, "_attempted", set())
     started = tracking.STARTED
     made = {"run": {"info": {"run_id": "made"}}}
