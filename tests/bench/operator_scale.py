@@ -613,16 +613,19 @@ def run(quick: bool) -> dict[str, Any]:
     quiet = QUIET_SECONDS[quick]
     WORK.mkdir(parents=True, exist_ok=True)
     cluster = controlplane.ControlPlane()
-    with cluster.claimed():
-        ours = not cluster.is_running()
-        if ours:
-            log("operator: starting the control plane")
-            cluster.start()
-        try:
-            return _run(cluster, n, quiet)
-        finally:
+    ours = False
+    try:
+        with cluster.claimed():
+            ours = not cluster.is_running()
             if ours:
-                cluster.stop_unless_claimed()
+                log("operator: starting the control plane")
+                cluster.start()
+            return _run(cluster, n, quiet)
+    finally:
+        # After our own claim is let go: asked inside it, the cluster always
+        # looked claimed by "another test session" and was left running.
+        if ours:
+            cluster.stop_unless_claimed()
 
 
 def _run(cluster, n: int, quiet: int) -> dict[str, Any]:
