@@ -38,15 +38,16 @@ CANARY_INTERVAL_S = 5  # the analysis interval: long enough for > 10 requests
 STEP_TIMEOUT = 120.0
 
 
-def drift_to_retrain(api, call, ns: str, source_run: str, repeats: int, watcher) -> dict[str, Any]:
+def drift_to_retrain(bench, api, ns: str, source_run: str, repeats: int) -> dict[str, Any]:
     """`repeats` InferenceServices with drift checks and a retrain policy; one
     check each finishes with a Drift verdict; time until its retraining
-    TrainingRun exists."""
+    TrainingRun exists. `bench` is operator_scale, for its client and watcher."""
     from flywheel.builders.drift import drift_cronjob_name
 
+    call, watcher, _custom = bench._call, bench.Watcher, bench.custom_path
     services = [f"drift-{i}" for i in range(repeats)]
     for name in services:
-        body = _service(name)
+        body = bench.inference_service(name)
         # Once a year: the only check is the one the bench starts.
         drift = {"schedule": "0 0 1 1 *", "reference": {"dataset": "data"}}
         body["spec"]["monitoring"] = {"drift": drift}
@@ -85,8 +86,8 @@ def drift_to_retrain(api, call, ns: str, source_run: str, repeats: int, watcher)
 
 
 def canary_to_promotion(
-    api, call, ns: str, model_spec: dict[str, Any], model_uri: str, tracking_uri: str,
-    repeats: int, watcher,
+    bench, api, ns: str, model_spec: dict[str, Any], model_uri: str, tracking_uri: str,
+    repeats: int,
 ) -> dict[str, Any]:  # fmt: skip
     """`repeats` InferenceServices roll out one canary ModelVersion at 50% in
     one step; time from the check falling due to the stable Deployment
@@ -94,6 +95,7 @@ def canary_to_promotion(
     counters; `verdicts` keeps what each decided, and on what figures."""
     from flywheel.builders.serving import selector, track_name
 
+    call, watcher, _custom = bench._call, bench.Watcher, bench.custom_path
     canary = "promote-canary"
     call(api, "POST", _custom(ns, "modelversions"), {**model_spec, "metadata": {"name": canary}})
     _wait(
@@ -125,7 +127,7 @@ def canary_to_promotion(
     )  # fmt: skip
     try:
         for name in services:
-            body = _service(name)
+            body = bench.inference_service(name)
             body["spec"]["canary"] = {
                 "modelVersion": canary,
                 "analysis": {
@@ -351,24 +353,6 @@ def _serves(deployment: dict[str, Any], model_version: str) -> bool:
 
 
 # --- shared ----------------------------------------------------------------------------
-
-
-def _service(name: str) -> dict[str, Any]:
-    from flywheel.api.common import GROUP, VERSION
-
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "InferenceService",
-        "metadata": {"name": name},
-        "spec": {"stable": {"modelVersion": "model"}},
-    }
-
-
-def _custom(ns: str, plural: str, name: str | None = None) -> str:
-    from flywheel.api.common import GROUP, VERSION
-
-    path = f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{plural}"
-    return f"{path}/{name}" if name else path
 
 
 def _get(api, call, path: str) -> dict[str, Any] | None:

@@ -697,12 +697,11 @@ def _run(cluster, n: int, quiet: int) -> dict[str, Any]:
         repeats = LOOP_REPEATS[n == SIZES[True]]
         loop = [loop_latency(api, ns, model, repeats)]
         log("operator: loop latency, drift verdict -> retraining run")
-        loop.append(loop_steps.drift_to_retrain(api, _call, ns, "warm-train", repeats, Watcher))
+        bench = sys.modules[__name__]  # its client, watcher and object makers
+        loop.append(loop_steps.drift_to_retrain(bench, api, ns, "warm-train", repeats))
         log("operator: loop latency, canary verdict -> promotion")
         loop.append(
-            loop_steps.canary_to_promotion(
-                api, _call, ns, model, model_uri, tracking_uri, repeats, Watcher
-            )
+            loop_steps.canary_to_promotion(bench, api, ns, model, model_uri, tracking_uri, repeats)
         )
 
         log(
