@@ -264,13 +264,8 @@ def move_alias(tracking_uri: str, model_name: str, alias: str, version: str) -> 
     """Point `alias` at `version`; False when it already pointed there. Reading
     first spares MLflow a write (and the operator an Event that says "moved"),
     as when many InferenceServices serve one model version."""
-    try:
-        found = rest(tracking_uri).get("registered-models/alias", name=model_name, alias=alias)
-    except MlflowError as err:
-        if err.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise
-        found = {}
-    if str((found.get("model_version") or {}).get("version")) == str(version):
+    current = _alias_version(tracking_uri, model_name, alias)
+    if current is not None and str(current.get("version")) == str(version):
         return False
     set_alias(tracking_uri, model_name, alias, version)
     return True
@@ -283,14 +278,22 @@ def aliases_of(tracking_uri: str, model_name: str, version: str) -> list[str]:
 
 def metrics_of_alias(tracking_uri: str, model_name: str, alias: str) -> dict[str, float] | None:
     """Metrics of the run behind `model_name@alias`, None when there is no such alias."""
+    version = _alias_version(tracking_uri, model_name, alias)
+    if version is None:
+        return None
+    run_id = version.get("run_id")
+    return get_run(tracking_uri, run_id).metrics if run_id else None
+
+
+def _alias_version(tracking_uri: str, model_name: str, alias: str) -> dict[str, Any] | None:
+    """The model version `model_name@alias` points at; None when there is no such alias."""
     try:
         found = rest(tracking_uri).get("registered-models/alias", name=model_name, alias=alias)
     except MlflowError as err:
         if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
         raise
-    run_id = found["model_version"].get("run_id")
-    return get_run(tracking_uri, run_id).metrics if run_id else None
+    return found["model_version"]
 
 
 def delete_model_version(tracking_uri: str, model_name: str, version: str) -> None:
