@@ -22,6 +22,7 @@ same watch delay. Times are the operator's: no Job or pod work is in them.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import threading
 import time
@@ -45,6 +46,7 @@ def drift_to_retrain(bench, api, ns: str, source_run: str, repeats: int) -> dict
     from flywheel.builders.drift import drift_cronjob_name
 
     call, watcher, _custom = bench._call, bench.Watcher, bench.custom_path
+    _wait = functools.partial(bench.wait_for, timeout=STEP_TIMEOUT)
     services = [f"drift-{i}" for i in range(repeats)]
     for name in services:
         body = bench.inference_service(name)
@@ -96,6 +98,7 @@ def canary_to_promotion(
     from flywheel.builders.serving import selector, track_name
 
     call, watcher, _custom = bench._call, bench.Watcher, bench.custom_path
+    _wait = functools.partial(bench.wait_for, timeout=STEP_TIMEOUT)
     canary = "promote-canary"
     call(api, "POST", _custom(ns, "modelversions"), {**model_spec, "metadata": {"name": canary}})
     _wait(
@@ -370,16 +373,6 @@ def _pods(api, call, ns: str, labels: dict[str, str]) -> list[dict[str, Any]]:
     selector = ",".join(f"{k}={v}" for k, v in labels.items())
     query = [("labelSelector", selector)]
     return call(api, "GET", f"/api/v1/namespaces/{ns}/pods", query=query)["items"]
-
-
-def _wait(what: str, check, timeout: float = STEP_TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise TimeoutError(f"gave up waiting for {what} after {timeout:.0f} s")
 
 
 def _wait_all(check, timeout: float = STEP_TIMEOUT) -> None:
