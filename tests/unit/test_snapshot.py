@@ -222,6 +222,17 @@ def test_clean_numeric_columns_read_the_same_as_the_text_rules(cells, monkeypatc
         assert fast.invalid.to_pylist() == slow.invalid.to_pylist(), kind
 
 
+def test_integers_beyond_a_floats_precision_are_profiled(tmp_path):
+    path = tmp_path / "ids.csv"
+    path.write_text("id\n1\n123456789012345678\n")
+
+    result = snapshot(path, columns=[{"name": "id", "type": "integer"}])
+
+    (profile,) = result.profile["columnProfiles"]
+    assert (profile["min"], profile["max"]) == (1, 123456789012345678)
+    assert profile["mean"] == pytest.approx(123456789012345679 / 2)
+
+
 # --- validation ------------------------------------------------------------
 
 
