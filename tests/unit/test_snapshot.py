@@ -28,6 +28,7 @@ from click.testing import CliRunner
 
 from flywheel.api.dataset import DatasetSpec
 from flywheel.workloads import columns as columns_module
+from flywheel.workloads import scan as scan_module
 from flywheel.workloads import storage
 from flywheel.workloads.columns import coerce
 from flywheel.workloads.errors import EXIT_CODES
@@ -220,6 +221,155 @@ def test_clean_numeric_columns_read_the_same_as_the_text_rules(cells, monkeypatc
         monkeypatch.undo()
         assert fast.values.to_pylist() == slow.values.to_pylist(), kind
         assert fast.invalid.to_pylist() == slow.invalid.to_pylist(), kind
+
+
+# CSV cells of one declared column, and whether the typed parse holds for them
+# (else the object is read again as text). Either way the snapshot must say
+# what the text rules say.
+TYPED_CSV_CASES = [
+    ("integer", ["1", "-2", "007", " 7 ", "", "123456789012345678"], True),
+    ("integer", ["1", "+5"], False),  # the parser refuses a leading +
+    ("integer", ["1", "3.0"], False),  # the text rules read 3
+    ("integer", ["1", "1234567890123456789"], False),  # over the rules' 18 digits
+    ("integer", ["1", "abc"], False),
+    ("float", ["1.5", "-2e3", ".5", "5.", "INF", "-infinity", " 2 ", "+3", "1e400", ""], True),
+    ("float", ["1.5", "nan", "NULL"], True),  # missing values to both
+    ("float", ["1.5", "NAN"], False),  # the parser reads NaN, the rules call it invalid
+    ("float", ["1.5", "1,5"], False),
+    ("boolean", ["true", "True", "t", "YES", "y", "1", "false", "F", "no", "N", "0"], True),
+    ("boolean", ["true", "tRue"], False),
+    ("boolean", ["yes", "maybe"], False),
+]
+
+
+def scans_as_text(monkeypatch):
+    monkeypatch.setattr(scan_module, "parse_types", lambda schema: {})
+
+
+def objects_read(monkeypatch) -> list[tuple[str, bool]]:
+    """(key, typed) for every read of an object, in order."""
+    reads: list[tuple[str, bool]] = []
+    real = scan_module.scan_object
+
+    def recording(store, obj, data_format, scan, types=None, **kwargs):
+        reads.append((obj.key, bool(types)))
+        return real(store, obj, data_format, scan, types, **kwargs)
+
+    monkeypatch.setattr(scan_module, "scan_object", recording)
+    return reads
+
+
+def typed_and_text_profiles(monkeypatch, path: Path, columns) -> tuple[dict, dict, list]:
+    with monkeypatch.context() as patched:
+        reads = objects_read(patched)
+        typed = snapshot(path, columns=columns).profile
+    with monkeypatch.context() as patched:
+        scans_as_text(patched)
+        text = snapshot(path, columns=columns).profile
+    return typed, text, reads
+
+
+@pytest.mark.parametrize("kind, cells, typed_holds", TYPED_CSV_CASES)
+def test_declared_csv_columns_parsed_typed_read_as_the_text_rules_do(
+    tmp_path, monkeypatch, kind, cells, typed_holds
+):
+    path = tmp_path / "data.csv"
+    rows = [f'{i},"{cell}"' for i, cell in enumerate(cells)]
+    path.write_text("id,value\n" + "\n".join(rows) + "\n")
+    columns = [{"name": "id", "type": "integer"}, {"name": "value", "type": kind}]
+
+    typed, text, reads = typed_and_text_profiles(monkeypatch, path, columns)
+
+    assert typed["columnProfiles"] == text["columnProfiles"]
+    assert typed["validation"] == text["validation"]
+    assert reads == (
+        [("data.csv", True)] if typed_holds else [("data.csv", True), ("data.csv", False)]
+    )
+
+
+def test_an_object_the_typed_parse_refuses_is_read_again_from_its_start(tmp_path, monkeypatch):
+    """The refusal comes blocks into the object, after its first batches went
+    into the statistics: those are taken back, not counted twice."""
+    root = tmp_path / "data"
+    root.mkdir()
+    rng = np.random.default_rng(7)
+
+    def part(name: str, rows: int, last: str | None = None) -> None:
+        frame = pd.DataFrame(
+            {
+                "n": rng.integers(0, 1000, rows),
+                "x": rng.normal(0, 1, rows).round(6),
+                "tag": rng.choice(["a", "b", "c"], rows),
+            }
+        )
+        text = frame.to_csv(index=False)
+        (root / name).write_text(text + (f"{last}\n" if last else ""))
+
+    part("a.csv", 1_000)
+    part("b.csv", 60_000, last="5,oops,a")  # ~1.4 MiB: several parser blocks first
+    part("c.csv", 1_000)
+    columns = [
+        {"name": "n", "type": "integer", "min": 0},
+        {"name": "x", "type": "float"},
+        {"name": "tag", "type": "string"},
+    ]
+
+    typed, text, reads = typed_and_text_profiles(monkeypatch, root, columns)
+
+    assert reads == [("a.csv", True), ("b.csv", True), ("b.csv", False), ("c.csv", False)]
+    assert typed == text
+    assert typed["rows"] == 62_001
+    x = next(c for c in typed["columnProfiles"] if c["name"] == "x")
+    assert x["invalid"] == 1
+    tag = next(c for c in typed["columnProfiles"] if c["name"] == "tag")
+    assert sum(c["count"] for c in tag["categories"]) == 62_001
+
+
+def test_parquet_text_columns_read_as_dictionaries_give_the_plain_profile(tmp_path, monkeypatch):
+    """Declared string columns come dictionary-encoded (each row group with its
+    own dictionary); counts, allowed values, nulls and examples are those of
+    the expanded strings. Undeclared text is still expanded, for inference."""
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(3)
+    rows = 30_000
+    colours = rng.choice(["red", "green", "blue", "teal", None], rows).tolist()
+    colours[-5:] = ["mauve", "mauve", "puce", None, "red"]  # only in the last row group
+    table = pa.table(
+        {
+            "colour": colours,
+            "size": rng.choice(["S", "M", "L"], rows),
+            "label": rng.choice(["1", "2", "x"], rows),  # undeclared: inferred
+            "n": rng.integers(0, 9, rows),  # declared string, stored as int64
+        }
+    )
+    path = tmp_path / "data.parquet"
+    pq.write_table(table, path, row_group_size=7_000)
+    columns = [
+        {"name": "colour", "type": "string", "allowedValues": ["red", "green", "blue", "teal"]},
+        {"name": "size", "type": "string", "nullable": False},
+        {"name": "n", "type": "string"},
+    ]
+    seen: list[pa.DataType] = []
+    real_add = columns_module.TableScan.add_batch
+
+    def recording(scan, batch):
+        seen.extend(batch.schema.field(name).type for name in ("colour", "label"))
+        return real_add(scan, batch)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(columns_module.TableScan, "add_batch", recording)
+        encoded = snapshot(path, "parquet", columns=columns)
+    with monkeypatch.context() as patched:
+        patched.setattr(scan_module, "dictionary_columns", lambda schema: frozenset())
+        plain = snapshot(path, "parquet", columns=columns)
+
+    assert pa.types.is_dictionary(seen[0]) and seen[1] == pa.string()
+    assert encoded.profile == plain.profile
+    failures = {f.rule: f.message for f in encoded.validation.failures}
+    assert "3 values not in allowedValues" in failures["allowedValues"]
+    assert "'mauve'" in failures["allowedValues"]
+    assert failures["type"].startswith("column 'n': 30000 values not of type string")
 
 
 def test_integers_beyond_a_floats_precision_are_profiled(tmp_path):

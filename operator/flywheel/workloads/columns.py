@@ -8,7 +8,7 @@ the number of rows.
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any, Literal
@@ -36,6 +36,20 @@ DATETIME_TEXT = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d
 TRUE_TEXT = pa.array(["true", "t", "yes", "y", "1"])
 FALSE_TEXT = pa.array(["false", "f", "no", "n", "0"])
 
+# What a CSV parser may read a declared column as, and the boolean words it
+# may take: only spellings the text rules above read the same way (they trim
+# and lower-case). A cell the parser refuses stops the typed read of that
+# object, which is then read as text (scan.py): the text rules decide it.
+PARSED_KINDS: dict[str, pa.DataType] = {
+    "integer": pa.int64(),
+    "float": pa.float64(),
+    "boolean": pa.bool_(),
+}
+TRUE_WORDS = ["true", "True", "TRUE", "t", "T", "yes", "Yes", "YES", "y", "Y", "1"]
+FALSE_WORDS = ["false", "False", "FALSE", "f", "F", "no", "No", "NO", "n", "N", "0"]
+# The integer text rule takes at most 18 digits.
+LARGEST_INTEGER_TEXT = 10**18 - 1
+
 EXAMPLES_KEPT = 3
 # Enough to rank the top 20 well; kept small because merging is Python work.
 CATEGORIES_KEPT = 2_000
@@ -44,12 +58,13 @@ CATEGORIES_KEPT = 2_000
 # --- typing values -------------------------------------------------------
 
 
-def plain(array: pa.Array | pa.ChunkedArray) -> pa.Array:
+def plain(array: pa.Array | pa.ChunkedArray, keep_dictionary: bool = False) -> pa.Array:
     """One contiguous array in a small set of types; NaN counts as missing,
-    as it does in pandas."""
+    as it does in pandas. With keep_dictionary, dictionary-encoded text stays
+    encoded (`is_text` tells it from other arrays)."""
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
-    if pa.types.is_dictionary(array.type):
+    if pa.types.is_dictionary(array.type) and not (keep_dictionary and is_text(array)):
         array = array.dictionary_decode()
     if pa.types.is_large_string(array.type) or pa.types.is_string_view(array.type):
         array = array.cast(pa.string())
@@ -77,8 +92,16 @@ class Coerced:
         return self.values.null_count - self.source.null_count
 
 
+def is_text(array: pa.Array) -> bool:
+    """Plain or dictionary-encoded strings: what the text rules read."""
+    t = array.type
+    return pa.types.is_string(t) or (pa.types.is_dictionary(t) and pa.types.is_string(t.value_type))
+
+
 def coerce(array: pa.Array, kind: str) -> Coerced:
     """Read values as the declared kind and mark those that are not."""
+    if kind == "string" and is_text(array):
+        return Coerced(array, array)
     read = _from_text if pa.types.is_string(array.type) else _from_typed
     return Coerced(array, read(array, kind))
 
@@ -176,6 +199,8 @@ def _from_typed(array: pa.Array, kind: str) -> pa.Array:
     """Values already typed (Parquet): accept the kinds that hold them exactly."""
     t = array.type
     target = ARROW_TYPES[kind]
+    if t == target:  # (a CSV parser's typed columns; most Parquet columns)
+        return array
     numeric = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
     if pa.types.is_null(t):
         return pa.nulls(len(array), target)
@@ -211,6 +236,45 @@ def typed_kinds(t: pa.DataType) -> set[str]:
     if pa.types.is_timestamp(t) or pa.types.is_date(t):
         return {"datetime"}
     return set()
+
+
+def parse_types(schema: DataSchema | None) -> dict[str, pa.DataType]:
+    """The declared columns a CSV parser can type itself: integers, floats
+    and booleans. Text-to-number casts were the largest part of a CSV
+    snapshot's statistics (benchmark profile); the parser converts as it
+    tokenizes, in its own thread. Datetimes stay text: their text rule takes
+    forms (offsets, hour only) the parser reads differently."""
+    if schema is None:
+        return {}
+    return {c.name: PARSED_KINDS[c.type] for c in schema.columns if c.type in PARSED_KINDS}
+
+
+def dictionary_columns(schema: DataSchema | None) -> frozenset[str]:
+    """The declared string columns, which a Parquet reader can hand over as
+    dictionaries: Parquet stores text columns dictionary-encoded, and
+    expanding them to plain strings, then hashing them again to count
+    values, were the larger part of a Parquet snapshot's time (benchmark
+    profile). Undeclared columns are expanded: inference reads their text."""
+    if schema is None:
+        return frozenset()
+    return frozenset(c.name for c in schema.columns if c.type == "string")
+
+
+def parsed_as_text_would_be(batch: pa.RecordBatch, types: dict[str, pa.DataType]) -> str | None:
+    """Why a batch the parser typed might differ from the text rules' reading
+    (None when it cannot): NaN, which the float rule calls invalid, and
+    integers beyond the rule's 18 digits. One difference is left: an integer
+    padded with zeros past 18 digits ("0000000000000000001") is its value
+    here, where the text rule calls it invalid."""
+    for index, name in enumerate(batch.schema.names):
+        column, wanted = batch.column(index), types.get(name)
+        if wanted == pa.float64() and pc.any(pc.is_nan(column)).as_py():
+            return f"column {name!r} has NaN"
+        if wanted == pa.int64() and column.null_count < len(column):
+            extremes = pc.min_max(column).as_py()
+            if max(-extremes["min"], extremes["max"]) > LARGEST_INTEGER_TEXT:
+                return f"column {name!r} has an integer longer than 18 digits"
+    return None
 
 
 # --- accumulators ----------------------------------------------------------
@@ -318,6 +382,12 @@ class TopCounter:
             self.approximate = True
         return counted
 
+    def __deepcopy__(self, memo: dict) -> TopCounter:
+        # The keys are scalars (immutable): a plain dict copy is a deep copy,
+        # at a fraction of copy.deepcopy's cost per key (scan.py copies the
+        # statistics before each CSV object it parses typed).
+        return replace(self, counts=dict(self.counts))
+
     def top(self, n: int) -> list[tuple[Any, int]]:
         return sorted(self.counts.items(), key=lambda item: (-item[1], str(item[0])))[:n]
 
@@ -373,7 +443,10 @@ class ColumnStats:
     def update(self, column: pa.Array | pa.ChunkedArray, typed: bool) -> None:
         """Add one batch of the column; `typed` when the format stores types
         (Parquet), so a mismatch can say what type was found."""
-        array = plain(column)
+        # Only a declared string column takes dictionaries as they are; every
+        # other use of the values reads plain arrays.
+        keep = self.declared is not None and self.declared.type == "string"
+        array = plain(column, keep_dictionary=keep)
         self.present_rows += len(array)
         self.nulls += array.null_count
         if array.null_count == len(array):

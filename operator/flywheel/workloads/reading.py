@@ -11,7 +11,7 @@ import csv
 import gzip
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from .columns import FALSE_WORDS, TRUE_WORDS, parsed_as_text_would_be
 from .errors import SnapshotError
 from .prefetch import prefetched
 from .storage import CHUNK_BYTES, Readable, Store, StoredObject, spool
@@ -172,21 +173,30 @@ def csv_block_bytes(columns: int) -> int:
     return min(max(wanted, CSV_BLOCK_BYTES_MIN), CSV_BLOCK_BYTES_MAX)
 
 
-def csv_batches(stream: Readable) -> tuple[list[str], Iterator[pa.RecordBatch]]:
-    """Column names and batches with every column as text.
+def csv_batches(
+    stream: Readable, types: Mapping[str, pa.DataType] | None = None
+) -> tuple[list[str], Iterator[pa.RecordBatch]]:
+    """Column names and batches: the columns `types` names as those types,
+    every other column as text.
 
-    Text, because pyarrow infers types from the first block only and fails on a
-    later block that disagrees (an integer column with one '1.5' far down);
-    typing is done per batch by `columns.coerce`, which counts such values."""
+    Text, not pyarrow's inference, because it infers types from the first block
+    only and fails on a later block that disagrees (an integer column with one
+    '1.5' far down); typing text is done per batch by `columns.coerce`, which
+    counts such values. A declared type given here makes the parser fail on
+    such a value instead (ArrowInvalid): the caller reads the object again as
+    text (scan.py)."""
     head = read_header_line(stream)
     names = parse_header(head)
+    types = types or {}
     reader = pacsv.open_csv(
         Replay(head, stream),
         read_options=pacsv.ReadOptions(block_size=csv_block_bytes(len(names))),
         convert_options=pacsv.ConvertOptions(
-            column_types={name: pa.string() for name in names},
+            column_types={name: types.get(name, pa.string()) for name in names},
             # Empty cells and NA/NULL/NaN are missing values, as in pandas.
             strings_can_be_null=True,
+            true_values=TRUE_WORDS,
+            false_values=FALSE_WORDS,
         ),
     )
     return names, iter(reader)
@@ -195,10 +205,21 @@ def csv_batches(stream: Readable) -> tuple[list[str], Iterator[pa.RecordBatch]]:
 # --- Parquet ---------------------------------------------------------------
 
 
-def parquet_batches(path: Path) -> tuple[list[str], Iterator[pa.RecordBatch]]:
+def parquet_batches(
+    path: Path, dictionary: Collection[str] = ()
+) -> tuple[list[str], Iterator[pa.RecordBatch]]:
+    """Column names and batches; the text columns named in `dictionary` stay
+    dictionary-encoded, as Parquet stores them, instead of being expanded."""
     # buffer_size streams column chunks instead of loading a row group whole;
     # one thread, because parallel column decoding raised peak RSS by half.
     parquet = pq.ParquetFile(path, buffer_size=CHUNK_BYTES, pre_buffer=False)
+    encoded = [
+        f.name for f in parquet.schema_arrow if f.name in dictionary and pa.types.is_string(f.type)
+    ]
+    if encoded:
+        parquet = pq.ParquetFile(
+            path, buffer_size=CHUNK_BYTES, pre_buffer=False, read_dictionary=encoded
+        )
     names = parquet.schema_arrow.names
     rows = max(1024, SNAPSHOT_PARQUET_BATCH_CELLS // max(len(names), 1))
     return names, parquet.iter_batches(batch_size=rows, use_threads=False)
@@ -211,6 +232,11 @@ def parquet_batches(path: Path) -> tuple[list[str], Iterator[pa.RecordBatch]]:
 READ_ERRORS = (pa.ArrowException, ValueError, EOFError, OSError)
 
 
+class TypedReadFailed(Exception):
+    """A CSV object read with parser types met a value the parser refused, or
+    read differently from the text rules: read it again as text."""
+
+
 @dataclass
 class OpenedObject:
     names: list[str]
@@ -219,37 +245,68 @@ class OpenedObject:
 
 
 @contextmanager
-def open_object(store: Store, obj: StoredObject, data_format: str) -> Iterator[OpenedObject]:
-    """Open one object for reading; bad bytes become UnreadableData."""
+def open_object(
+    store: Store,
+    obj: StoredObject,
+    data_format: str,
+    types: Mapping[str, pa.DataType] | None = None,
+    dictionary: Collection[str] = (),
+) -> Iterator[OpenedObject]:
+    """Open one object for reading; bad bytes become UnreadableData. CSV
+    columns named in `types` are parsed as those types; reading its batches
+    raises TypedReadFailed when that cannot stand for the text reading.
+    Parquet text columns named in `dictionary` come dictionary-encoded."""
     with ExitStack() as stack:
         try:
             if data_format == "csv":
-                opened = _open_csv(stack, store, obj)
+                opened = _open_csv(stack, store, obj, types)
             else:
-                opened = _open_parquet(stack, store, obj)
-        except READ_ERRORS as exc:
-            raise unreadable(obj, data_format, exc) from exc
+                opened = _open_parquet(stack, store, obj, dictionary)
+        except READ_ERRORS as exc:  # (the parser reads the first block at once)
+            raise _read_error(exc, obj, data_format, types) from exc
+        mapped = _mapped(opened.batches, obj, data_format, types)
         # Read ahead in a thread while the caller works on a batch; leaving
         # the block stops the thread before the object's stream closes.
-        opened.batches = stack.enter_context(prefetched(_mapped(opened.batches, obj, data_format)))
+        opened.batches = stack.enter_context(prefetched(mapped))
         yield opened
 
 
 def _mapped(
-    batches: Iterator[pa.RecordBatch], obj: StoredObject, data_format: str
+    batches: Iterator[pa.RecordBatch],
+    obj: StoredObject,
+    data_format: str,
+    types: Mapping[str, pa.DataType] | None,
 ) -> Iterator[pa.RecordBatch]:
     try:
-        yield from batches
+        for batch in batches:
+            if types and (why := parsed_as_text_would_be(batch, types)):
+                raise TypedReadFailed(f"{obj.key}: {why}")
+            yield batch
     except READ_ERRORS as exc:
-        raise unreadable(obj, data_format, exc) from exc
+        raise _read_error(exc, obj, data_format, types) from exc
 
 
-def _open_csv(stack: ExitStack, store: Store, obj: StoredObject) -> OpenedObject:
+def _read_error(
+    exc: BaseException,
+    obj: StoredObject,
+    data_format: str,
+    types: Mapping[str, pa.DataType] | None,
+) -> Exception:
+    if types and isinstance(exc, pa.ArrowInvalid):
+        # A value the typed parser refused, or bad bytes: reading the object
+        # as text tells which (and names the bad bytes as it always did).
+        return TypedReadFailed(f"{obj.key}: {_first_line(exc)}")
+    return unreadable(obj, data_format, exc)
+
+
+def _open_csv(
+    stack: ExitStack, store: Store, obj: StoredObject, types: Mapping[str, pa.DataType] | None
+) -> OpenedObject:
     hasher = HashingReader(_opened(stack, store, obj))
     text: Readable = hasher
     if obj.key.lower().endswith(".gz"):
         text = stack.enter_context(gzip.GzipFile(fileobj=hasher, mode="rb"))
-    names, batches = csv_batches(text)
+    names, batches = csv_batches(text, types)
 
     def digest() -> ObjectDigest:
         hasher.drain()
@@ -258,7 +315,9 @@ def _open_csv(stack: ExitStack, store: Store, obj: StoredObject) -> OpenedObject
     return OpenedObject(names, batches, digest)
 
 
-def _open_parquet(stack: ExitStack, store: Store, obj: StoredObject) -> OpenedObject:
+def _open_parquet(
+    stack: ExitStack, store: Store, obj: StoredObject, dictionary: Collection[str]
+) -> OpenedObject:
     path = store.local_path(obj)
     if path is None:
         # Remote Parquet is spooled to local disk (hashed on the way) because
@@ -267,13 +326,13 @@ def _open_parquet(stack: ExitStack, store: Store, obj: StoredObject) -> OpenedOb
         path = spool(hasher)
         stack.callback(path.unlink, missing_ok=True)
         digest = hasher.digest(obj.key)
-        names, batches = parquet_batches(path)
+        names, batches = parquet_batches(path, dictionary)
         return OpenedObject(names, batches, lambda: digest)
     # A local file is hashed in a thread while it is parsed: both release the
     # GIL, so on two cores the hash costs no wall time (it was a serial pass).
     hashing = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="hash"))
     hashed = hashing.submit(hash_file, path, obj.key)
-    names, batches = parquet_batches(path)
+    names, batches = parquet_batches(path, dictionary)
     return OpenedObject(names, batches, lambda: _hashed(hashed, obj))
 
 
@@ -291,6 +350,10 @@ def _opened(stack: ExitStack, store: Store, obj: StoredObject) -> Readable:
 
 
 def unreadable(obj: StoredObject, data_format: str, exc: BaseException) -> SnapshotError:
-    text = str(exc).strip()
-    detail = text.splitlines()[0][:300] if text else type(exc).__name__
+    detail = _first_line(exc)
     return SnapshotError("UnreadableData", f"{obj.uri} is not readable as {data_format}: {detail}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__

@@ -6,16 +6,25 @@ snapshot runs, so the `flywheel` command line and the operator do not load it.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+import pyarrow as pa
+
 from ..api.dataset import DatasetSpec, ValidationFailure
-from .columns import ColumnStats, TableScan
+from .columns import ColumnStats, TableScan, dictionary_columns, parse_types
 from .errors import SnapshotError
-from .reading import ObjectDigest, dataset_version, open_object, select_objects
+from .reading import (
+    ObjectDigest,
+    TypedReadFailed,
+    dataset_version,
+    open_object,
+    select_objects,
+)
 from .rules import evaluate
 from .storage import Store, StoredObject
 
@@ -39,11 +48,30 @@ class Scanned:
 
 
 def scan_source(spec: DatasetSpec, store: Store) -> Scanned:
-    """Read every object of the declared format once, in key order."""
+    """Read every object of the declared format once, in key order.
+
+    CSV objects are parsed with the declared numeric and boolean types
+    (`columns.parse_types`) while their values allow it. The first object
+    with a value the parser refuses (or would read differently) is read again
+    from its start as text, with the statistics as they were before it, and
+    so is every object after it: dirty data costs one extra partial read (a
+    second download, for a remote object), and clean data the text casts."""
     source = spec.source
     objects = list_objects(store, source.uri, source.format)
     scan = TableScan(spec.schema_)
-    digests = [scan_object(store, obj, source.format, scan) for obj in objects]
+    types = parse_types(spec.schema_) if source.format == "csv" else {}
+    dictionary = dictionary_columns(spec.schema_) if source.format == "parquet" else frozenset()
+    digests = []
+    for obj in objects:
+        if types:
+            before = copy.deepcopy(scan)
+            try:
+                digests.append(scan_object(store, obj, source.format, scan, types))
+                continue
+            except TypedReadFailed as exc:
+                log.info("%s; reading it and the objects after it as text", exc)
+                scan, types = before, {}
+        digests.append(scan_object(store, obj, source.format, scan, dictionary=dictionary))
     return summarize(spec, scan, digests, evaluate(scan, spec.quality))
 
 
@@ -57,8 +85,15 @@ def list_objects(store: Store, uri: str, data_format: str) -> list[StoredObject]
     return objects
 
 
-def scan_object(store: Store, obj: StoredObject, data_format: str, scan: TableScan) -> ObjectDigest:
-    with open_object(store, obj, data_format) as opened:
+def scan_object(
+    store: Store,
+    obj: StoredObject,
+    data_format: str,
+    scan: TableScan,
+    types: dict[str, pa.DataType] | None = None,
+    dictionary: frozenset[str] = frozenset(),
+) -> ObjectDigest:
+    with open_object(store, obj, data_format, types, dictionary) as opened:
         scan.start_object(obj.key, opened.names, typed=data_format == "parquet")
         for batch in opened.batches:
             scan.add_batch(batch)
