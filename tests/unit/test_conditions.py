@@ -1,6 +1,12 @@
-"""Conditions keep their transition time until the status really flips."""
+"""Conditions keep their transition time until the status really flips; times
+are written and read one way."""
+
+from datetime import UTC, datetime
+
+import pytest
 
 from flywheel.api.conditions import FALSE, TRUE, ConditionUpdate, merge_conditions
+from flywheel.api.stamps import as_time, format_stamp, parse_stamp
 
 
 def test_transition_time_moves_only_when_status_flips():
@@ -30,3 +36,14 @@ def test_one_entry_per_type_ready_first():
     )
     assert [c["type"] for c in conds] == ["Ready", "Accepted", "Custom"]
     assert merge_conditions(conds, [ConditionUpdate("Ready", FALSE, "W", "")], 1, "T9") == conds
+
+
+def test_times_are_written_and_read_as_the_api_writes_them():
+    moment = datetime(2026, 12, 4, 15, 59, 16, tzinfo=UTC)
+    assert format_stamp(moment) == "2026-12-04T15:59:16Z"
+    assert parse_stamp("2026-12-04T15:59:16Z") == moment
+    assert parse_stamp("2026-12-04T16:59:16+01:00") == moment  # an offset a person wrote
+    assert as_time("2026-12-04T15:59:16Z") == moment
+    assert as_time(moment) is moment and as_time(None) is None
+    with pytest.raises(ValueError):
+        parse_stamp("yesterday")

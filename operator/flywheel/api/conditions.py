@@ -4,8 +4,9 @@ status flips, one entry per type, and nothing rewritten when nothing changed."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
+
+from .stamps import now_stamp
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 
@@ -19,7 +20,7 @@ class ConditionUpdate:
 
 
 def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return now_stamp()
 
 
 def merge_conditions(

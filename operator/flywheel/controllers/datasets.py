@@ -12,6 +12,7 @@ from ..api.common import parse_duration
 from ..api.conditions import FALSE, TRUE, ConditionUpdate
 from ..api.dataset import DatasetSpec
 from ..api.kinds import DATASET
+from ..api.stamps import as_time, format_stamp
 from ..builders.snapshot import build_snapshot_job
 from ..integrations import children, kube
 from ..policy.jobs import failed_attempt, stuck_pod
@@ -35,7 +36,7 @@ def assess(spec: DatasetSpec, body: Mapping[str, Any], settings: Settings = SETT
         attempt,
         meta.get("generation"),
         job,
-        _time(status.get("lastSnapshotTime")),
+        as_time(status.get("lastSnapshotTime")),
         parse_duration(spec.refresh_interval) if spec.refresh_interval else None,
         now,
     )
@@ -73,7 +74,7 @@ def _snapshotting(status, job_name, plan, generation, now) -> Assessment:
         "jobName": job_name,
         "generation": generation,
         "state": "Running",
-        "startTime": _stamp(now),
+        "startTime": format_stamp(now),
     }
     fields = {"snapshot": attempt}
     if status.get("version") and status.get("phase") == "Ready":
@@ -87,7 +88,7 @@ def _collected(status, attempt, outcome, now) -> Assessment:
     finished = {
         **attempt,
         "state": "Succeeded" if outcome.ok else "Failed",
-        "finishTime": _stamp(now),
+        "finishTime": format_stamp(now),
     }
     if not outcome.ok:
         failed = ConditionUpdate(READY, FALSE, outcome.reason, outcome.message)
@@ -106,7 +107,7 @@ def _collected(status, attempt, outcome, now) -> Assessment:
         },
         "profileUri": result.get("profileUri"),
         "validation": validation,
-        "lastSnapshotTime": _stamp(now),
+        "lastSnapshotTime": format_stamp(now),
     }
     events = []
     if status.get("version") and status["version"] != result["version"]:
@@ -142,14 +143,6 @@ def _unchanged(status: Mapping[str, Any]) -> Assessment:
         else []
     )
     return Assessment(status.get("phase") or "Pending", [accepted(), *ready])
-
-
-def _time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
-
-
-def _stamp(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def reconcile_dataset(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:

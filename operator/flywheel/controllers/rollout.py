@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from ..api.inferenceservice import Analysis
+from ..api.stamps import format_stamp
 from ..integrations import canary_metrics
 from ..policy.canary import (
     Decision,
@@ -65,7 +66,7 @@ def analyse(
         old = {"history": old.get("history")}  # a new canary starts from step 0
     # The weight the analysis asked for: status.traffic has what the router gives.
     progress = Progress.from_status(old, {"canary": old.get("weight") or 0})
-    stamp = _stamp(now)
+    stamp = format_stamp(now)
     if progress.step <= 0:
         decision = judge(spec, progress, None)
         analysis = _analysis(old, canary, decision, window_start=None)
@@ -156,7 +157,3 @@ def _measure(
 
 def _measuring(progress: Progress, spec: Analysis) -> str:
     return f"measuring {progress.weight}% canary traffic for {spec.interval}"
-
-
-def _stamp(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -12,6 +12,7 @@ from kubernetes.client.exceptions import ApiException
 from ..api.conditions import FALSE, TRUE, ConditionUpdate
 from ..api.dataset import DatasetSpec
 from ..api.kinds import TRAINING_RUN
+from ..api.stamps import format_stamp, parse_stamp
 from ..api.trainingrun import TrainingRunSpec
 from ..builders.modelversion import build_model_version
 from ..builders.training import build_training_job
@@ -86,7 +87,7 @@ def _start(spec, body, dataset, settings: Settings) -> Assessment:
     existing = kube.ensure_job(job)
     # If an earlier reconcile made the Job, the run it trains is the truth.
     run_id = _env(existing, "MLFLOW_RUN_ID") or run_id
-    now = _stamp(datetime.now(UTC))
+    now = format_stamp(datetime.now(UTC))
     fields = {
         "datasetVersion": version,
         "mlflowRunId": run_id,
@@ -274,9 +275,9 @@ def _mlflow_run(settings: Settings, run_id: str):
 def _timing(status) -> dict[str, Any]:
     now = datetime.now(UTC)
     started = status.get("startTime")
-    fields = {"completionTime": _stamp(now)}
+    fields = {"completionTime": format_stamp(now)}
     if started:
-        began = datetime.fromisoformat(started.replace("Z", "+00:00"))
+        began = parse_stamp(started)
         fields["durationSeconds"] = round((now - began).total_seconds(), 1)
     return fields
 
@@ -298,11 +299,7 @@ def _short(err: Exception) -> str:
 
 
 def _epoch(stamp: str | None) -> float | None:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() if stamp else None
-
-
-def _stamp(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return parse_stamp(stamp).timestamp() if stamp else None
 
 
 def reconcile_training_run(

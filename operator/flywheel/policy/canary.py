@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from ..api.common import parse_duration
 from ..api.inferenceservice import Analysis
+from ..api.stamps import as_time
 
 VerdictKind = Literal["start", "hold", "advance", "promote", "rollback"]
 
@@ -225,17 +226,11 @@ def check_due(last_check: datetime | str | None, interval: str, now: datetime) -
 
 def seconds_until_check(last_check: datetime | str | None, interval: str, now: datetime) -> float:
     """Seconds until the next check is due; 0 when it is due now (or never ran)."""
-    last = _time(last_check)
+    last = as_time(last_check)
     if last is None:
         return 0.0
     wait = parse_duration(interval) - (now - last)
     return max(wait, timedelta(0)).total_seconds()
-
-
-def _time(value: datetime | str | None) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def verdict_entry(decision: Decision, model_version: str, time: datetime | str) -> dict[str, Any]:

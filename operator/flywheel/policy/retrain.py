@@ -9,6 +9,7 @@ from typing import Any
 
 from ..api.common import parse_duration
 from ..api.inferenceservice import Retrain
+from ..api.stamps import parse_stamp
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def decide_retrain(
         )
     last = retrain.get("lastTime")
     if last:
-        since = now - datetime.fromisoformat(str(last).replace("Z", "+00:00"))
+        since = now - parse_stamp(str(last))
         cooldown = parse_duration(policy.cooldown)
         if since < cooldown:
             left = int((cooldown - since).total_seconds())

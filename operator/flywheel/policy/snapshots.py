@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from ..api.stamps import as_time
 from .jobs import job_failure_reason, job_finished, json_object, newest_termination
 
 Action = Literal["start", "wait", "collect", "idle"]
@@ -41,18 +42,12 @@ def plan_snapshot(
         return SnapshotPlan("wait", sequence, "snapshot Job running")
     if attempt.get("generation") != generation:
         return SnapshotPlan("start", sequence + 1, "the spec changed")
-    finished = _time(attempt.get("finishTime"))
+    finished = as_time(attempt.get("finishTime"))
     if attempt["state"] == "Failed" and finished and now - finished >= RETRY_FAILED_AFTER:
         return SnapshotPlan("start", sequence + 1, "retrying the failed snapshot")
     if refresh and last_snapshot_time and now - last_snapshot_time >= refresh:
         return SnapshotPlan("start", sequence + 1, "refresh interval elapsed")
     return SnapshotPlan("idle", sequence, "up to date")
-
-
-def _time(value: str | datetime | None) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 @dataclass(frozen=True)

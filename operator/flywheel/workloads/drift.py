@@ -48,6 +48,7 @@ from typing import Any
 import click
 
 from ..api.common import DURATION_PATTERN, parse_duration
+from ..api.stamps import parse_stamp
 from .drift_errors import DRIFT_EXIT_CODES, DriftError, from_storage
 from .errors import WorkloadError
 from .snapshot import configure_logging, failed
@@ -172,7 +173,7 @@ def parse_now(text: str | None) -> datetime:
     if text is None:
         return datetime.now(UTC)
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = parse_stamp(text)
     except ValueError as exc:
         raise DriftError("BadConfig", f"FLYWHEEL_NOW is not an ISO 8601 time: {text!r}") from exc
     return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
