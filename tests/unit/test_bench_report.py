@@ -128,3 +128,33 @@ def test_render_markdown_has_every_section():
     assert "| serving | rf | 3.50x | >= 3.00x | met |" in text
     assert "| rf | 1 | flywheel v2 | 1,000 | 1.00 | 2.00 | 0 |" in text
     assert "mode: quick" in text
+
+
+def serving_module():
+    """tests/bench/serving.py, whose modules import each other by plain name."""
+    import sys
+
+    sys.path.insert(0, str(PATH.parent))
+    try:
+        import serving
+    finally:
+        sys.path.remove(str(PATH.parent))
+    return serving
+
+
+def test_the_two_sides_of_the_log_take_turns_going_first():
+    serving = serving_module()
+    labels = [serving.PLAIN, serving.LOGGED, "mlflow /invocations"]
+    assert serving.in_turn(labels, 0) == labels
+    assert serving.in_turn(labels, 1) == [serving.LOGGED, serving.PLAIN, "mlflow /invocations"]
+    assert serving.in_turn(labels, 2) == labels
+
+
+def test_the_logs_cost_is_the_median_loss_of_its_back_to_back_pairs():
+    serving = serving_module()
+    logged = {"rps": 900.0, "log_losses": [0.09, 0.03, -0.01, 0.04, 0.02]}
+    assert serving.log_loss(logged, 1000.0) == pytest.approx(0.03)
+    assert serving.log_loss({"rps": 1010.0, "log_losses": [-0.02, -0.01, 0.0]}, 1000.0) == 0.0
+    # Results recorded before the pairs: the rounds' medians.
+    assert serving.log_loss({"rps": 940.0}, 1000.0) == pytest.approx(0.06)
+    assert serving.log_loss(None, 1000.0) is None
