@@ -19,10 +19,6 @@ class ConditionUpdate:
     message: str
 
 
-def now() -> str:
-    return now_stamp()
-
-
 def merge_conditions(
     current: list[dict[str, Any]] | None,
     updates: list[ConditionUpdate],
@@ -33,7 +29,7 @@ def merge_conditions(
 
     lastTransitionTime is kept from the old entry unless status changed, so a
     person reading `kubectl describe` sees when things last *changed*."""
-    stamp = timestamp or now()
+    stamp = timestamp or now_stamp()
     by_type = {c["type"]: dict(c) for c in current or []}
     for update in updates:
         old = by_type.get(update.type)

@@ -12,7 +12,7 @@ from kubernetes.client.exceptions import ApiException
 from ..api.conditions import FALSE, TRUE, ConditionUpdate
 from ..api.dataset import DatasetSpec
 from ..api.kinds import TRAINING_RUN
-from ..api.stamps import format_stamp, parse_stamp
+from ..api.stamps import format_stamp, now_stamp, parse_stamp
 from ..api.trainingrun import TrainingRunSpec
 from ..builders.modelversion import build_model_version
 from ..builders.training import build_training_job
@@ -87,7 +87,7 @@ def _start(spec, body, dataset, settings: Settings) -> Assessment:
     existing = kube.ensure_job(job)
     # If an earlier reconcile made the Job, the run it trains is the truth.
     run_id = _env(existing, "MLFLOW_RUN_ID") or run_id
-    now = format_stamp(datetime.now(UTC))
+    now = now_stamp()
     fields = {
         "datasetVersion": version,
         "mlflowRunId": run_id,
