@@ -168,7 +168,7 @@ def delete(api_version: str, kind: str, namespace: str, name: str) -> bool:
 
 def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
     """The child as the operator's watch last saw it (watched.py), else as the
-    apiserver has it; None when there is none. Read-only: a copy may be shared."""
+    apiserver has it; None when there is none."""
     seen = watched.get(api_version, kind, namespace, name)
     if seen is not watched.UNKNOWN:
         return seen

@@ -19,10 +19,18 @@ One thing a watch can miss: a deletion while it was disconnected (kopf lists
 again when it reconnects, and what is gone from the list sends no event). So
 a copy is trusted for MAX_AGE seconds after its last event or read; after
 that the next reader reads the apiserver again, which refreshes or drops it.
+
+Copies are kept as compact JSON and decoded for each reader. As Python dicts
+and strings a Deployment took ~23 KB and a Job ~20 KB (against ~4 KB of
+JSON each), so at 1,000 TrainingRuns and 1,000 InferenceServices the 4,000
+children held ~55 MB for as long as the operator ran; as JSON, ~10 MB. A
+decode costs ~20 microseconds, against the milliseconds of the read it saves.
+Each reader gets its own copy, which it may change.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Mapping
@@ -47,8 +55,8 @@ class _Unknown:
 # caller reads the apiserver. None means "seen to be absent".
 UNKNOWN: Any = _Unknown()
 
-# key -> (when last seen, the object or None for "absent").
-_objects: dict[Key, tuple[float, dict[str, Any] | None]] = {}
+# key -> (when last seen, the object as compact JSON, or None for "absent").
+_objects: dict[Key, tuple[float, str | None]] = {}
 _guard = threading.Lock()
 _sweep_at = 1024
 
@@ -70,8 +78,9 @@ def remember(key: Key, body: Mapping[str, Any] | None) -> None:
     kept = None
     if body is not None:
         # managedFields is most of a small object's size, and no reader wants it.
-        kept = {k: v for k, v in body.items() if k != "metadata"}
-        kept["metadata"] = {k: v for k, v in body["metadata"].items() if k != "managedFields"}
+        trimmed = {k: v for k, v in body.items() if k != "metadata"}
+        trimmed["metadata"] = {k: v for k, v in body["metadata"].items() if k != "managedFields"}
+        kept = _encode(trimmed)
     now = time.monotonic()
     with _guard:
         _objects[key] = (now, kept)
@@ -82,13 +91,16 @@ def remember(key: Key, body: Mapping[str, Any] | None) -> None:
 
 
 def get(api_version: str, kind: str, namespace: str, name: str) -> Any:
-    """The last copy seen (read-only: readers share it), None when it was
-    seen to be absent, or UNKNOWN when not seen within MAX_AGE."""
+    """A copy of the object as last seen, None when it was seen to be
+    absent, or UNKNOWN when not seen within MAX_AGE."""
     with _guard:
         seen = _objects.get((api_version, kind, namespace, name))
     if seen is None or time.monotonic() - seen[0] > MAX_AGE:
         return UNKNOWN
-    return seen[1]
+    return None if seen[1] is None else json.loads(seen[1])
+
+
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 def size() -> int:
