@@ -5,10 +5,14 @@ one-hour resync, so that only these wake-ups can move it."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from flywheel.controllers import wake
 from flywheel.controllers.wake import Changes, state_of, waiting_on, waits_on
+from flywheel.integrations import watched
 
 
 def test_what_each_kind_waits_on():
@@ -135,3 +139,44 @@ def test_a_check_due_after_the_resync_is_left_to_the_resync(monkeypatch):
     wake.request_reconcile_after("InferenceService", "ns", "web", wake.RESYNC_SECONDS + 1)
     wake.request_reconcile_after("InferenceService", "ns", "web", 3.0)
     assert set_calls == [("InferenceService", "ns", "web", 3.0 + wake.ALARM_SLACK)]
+
+
+def test_a_childs_event_is_taken_while_every_handler_thread_is_busy(monkeypatch):
+    # In a burst every handler thread is reconciling. A child's event is
+    # recorded at once (it used to wait for a thread, holding the child's
+    # body meanwhile); only the wake-up's API call waits for a thread.
+    stamped = []
+    monkeypatch.setattr(wake, "request_reconcile", lambda *args: stamped.append(args[:3]))
+    monkeypatch.setattr(wake, "CHANGES", Changes())
+    busy = threading.Event()
+    threads = ThreadPoolExecutor(max_workers=1)
+    threads.submit(busy.wait, 10)  # the only handler thread
+    monkeypatch.setattr(wake, "HANDLER_THREADS", [threads])
+    labels = {"app.kubernetes.io/managed-by": "flywheel", "mlops.flywheel.dev/trainingrun": "r1"}
+    meta = {"name": "r1-train", "namespace": "ns", "labels": labels}
+    running = {"metadata": meta, "status": {"active": 1}}
+    complete = {
+        "metadata": meta,
+        "status": {"conditions": [{"type": "Complete", "status": "True"}]},
+    }
+    on_event = wake.CHILD_HANDLERS["Job"]
+
+    async def deliver():
+        for body in (running, complete):
+            event = {"type": "MODIFIED", "object": body}
+            handled = asyncio.create_task(
+                on_event(event=event, body=body, namespace="ns", name="r1-train", labels=labels)
+            )
+            await asyncio.sleep(0.05)
+            assert watched.get("batch/v1", "Job", "ns", "r1-train")["status"] == body["status"]
+        assert stamped == [], "the stamp waits for the busy thread"
+        busy.set()
+        await asyncio.wait_for(handled, 5)
+
+    try:
+        asyncio.run(deliver())
+    finally:
+        busy.set()
+        threads.shutdown()
+        watched.clear()
+    assert stamped == [("TrainingRun", "ns", "r1")]

@@ -9,6 +9,7 @@ import kopf
 
 from ..api.common import GROUP
 from ..integrations import kube
+from . import wake
 
 
 @kopf.on.startup()
@@ -36,6 +37,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     # One handler thread per pooled apiserver connection (kube.POOL_CONNECTIONS).
     settings.execution.max_workers = kube.POOL_CONNECTIONS
+    wake.HANDLER_THREADS[:] = [settings.execution.executor]
     settings.batching.error_delays = (1, 2, 5, 10, 30, 60, 120)
     # A timer caught mid-reconcile when its object is deleted (or the operator
     # stops) is looked at again only every cancellation_polling seconds, 60 by

@@ -31,6 +31,7 @@ so a stamp there would not count as an update.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -250,7 +251,24 @@ def waiting_on(kind: str, namespace: str, name: str, indexes: Mapping[str, Any])
     return found
 
 
-def _on_change(kind: str, event: Mapping[str, Any], body, namespace: str, name: str, **kwargs):
+# The wake-up handlers below are coroutines: kopf runs them on its event loop
+# at once, where a plain function would wait its turn for a handler thread.
+# In a burst of 1,000 InferenceServices those threads are all reconciling,
+# and every waiting event held its object's body (a Deployment: ~25 KB as
+# Python objects) until a thread was free. Only the stamp, an API call, goes
+# to a handler thread, and only when something changed.
+HANDLER_THREADS: list[Any] = []  # kopf's executor, set at start-up (startup.py)
+
+
+async def _request_reconcile_in_thread(kind: str, namespace: str, name: str, why: str) -> None:
+    loop = asyncio.get_running_loop()
+    executor = HANDLER_THREADS[0] if HANDLER_THREADS else None
+    await loop.run_in_executor(executor, request_reconcile, kind, namespace, name, why)
+
+
+async def _on_change(
+    kind: str, event: Mapping[str, Any], body, namespace: str, name: str, **kwargs
+) -> None:
     if not CHANGES.changed(kind, namespace, name, event.get("type"), state_of(kind, body)):
         return
     indexes = {k: kwargs[_index_id(k)] for k in WAITING_KINDS}
@@ -260,13 +278,14 @@ def _on_change(kind: str, event: Mapping[str, Any], body, namespace: str, name: 
         service = (body["metadata"].get("labels") or {}).get(SERVICE_LABEL)
         if service and (body["metadata"].get("labels") or {}).get(RETRAIN_OF):
             waiters.add(("InferenceService", service))
+    why = f"{kind} {name} changed"
     for waiting_kind, waiter in sorted(waiters):
-        request_reconcile(waiting_kind, namespace, waiter, f"{kind} {name} changed")
+        await _request_reconcile_in_thread(waiting_kind, namespace, waiter, why)
 
 
 def _register_source(kind: str) -> None:
-    def on_event(event, body, namespace, name, **kwargs):
-        _on_change(kind, event, body, namespace, name, **kwargs)
+    async def on_event(event, body, namespace, name, **kwargs):
+        await _on_change(kind, event, body, namespace, name, **kwargs)
 
     kopf.on.event(GROUP, VERSION, PLURALS[kind], id=f"wake_waiting_on_{PLURALS[kind]}")(on_event)
 
@@ -282,7 +301,7 @@ def _register_child(group: str, version: str, plural: str, kind: str, deletion_w
     it wakes reads what woke it."""
     api_version = f"{group}/{version}" if group else version
 
-    def on_event(event, body, namespace: str, name: str, labels, **_: Any) -> None:
+    async def on_event(event, body, namespace: str, name: str, labels, **_: Any) -> None:
         watched.record(api_version, kind, event.get("type"), body)
         owners = [(k, labels[key]) for key, k in OWNER_LABELS.items() if key in labels]
         if not owners:
@@ -295,11 +314,15 @@ def _register_child(group: str, version: str, plural: str, kind: str, deletion_w
         # A child can carry more than one owner label (a retraining run's Job
         # also names the InferenceService); the nearest owner is the one it serves.
         owner_kind, owner = _closest(owners)
-        request_reconcile(owner_kind, namespace, owner, f"{kind} {name} changed")
+        await _request_reconcile_in_thread(owner_kind, namespace, owner, f"{kind} {name} changed")
 
     selector = {"app.kubernetes.io/managed-by": MANAGED_BY}
     resource = (group, version, plural) if group else (version, plural)
     kopf.on.event(*resource, labels=selector, id=f"wake_owner_of_{plural}")(on_event)
+    CHILD_HANDLERS[kind] = on_event
+
+
+CHILD_HANDLERS: dict[str, Any] = {}  # kind -> its event handler (for the tests)
 
 
 # A finished Job's deletion (its TTL, its namespace going) asks nothing of its
