@@ -183,7 +183,11 @@ def wait_ready(child: Child, url: str, timeout: float = 180.0) -> None:
         if http_status(url) == 200:
             return
         time.sleep(0.25)
-    raise RuntimeError(f"{child.name} not ready at {url} after {timeout:.0f} s:\n{child.tail()}")
+    # Stopped here: the caller never gets the child to stop. An operator left
+    # running wrote its (empty) request counts over the next run's.
+    tail = child.tail()
+    stop(child)
+    raise RuntimeError(f"{child.name} not ready at {url} after {timeout:.0f} s:\n{tail}")
 
 
 def stop(child: Child, timeout: float = 30.0) -> None:

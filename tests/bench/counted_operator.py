@@ -15,7 +15,10 @@ the operator itself changes.
 Where the memory goes: run the benchmark with BENCH_TRACEMALLOC_DUMP=<file>;
 the operator traces its allocations (8 frames) and every 20 s the file gets
 the 40 largest sites still alive. Tracing slows the operator: its other
-figures are then not comparable.
+figures are then not comparable. Lighter: BENCH_OBJECTS_DUMP=<file>, and
+on SIGUSR1 the file gets the bytes the big holders keep (the child cache,
+kopf's bodies and memories, tasks), the commonest live types and Python's
+allocator statistics (arena space in use and kept free).
 
     python counted_operator.py run --metrics-port 0 ...   (the `flywheel` CLI's arguments)
 """
@@ -111,7 +114,87 @@ def _dump_memory_forever(path: str) -> None:
             f.write("\n".join(lines) + "\n")
 
 
+_NOT_FOLLOWED: tuple[type, ...] = ()
+
+
+def _not_followed() -> tuple[type, ...]:
+    import asyncio
+    import concurrent.futures
+    import logging
+    import types
+
+    return (
+        type, types.ModuleType, types.FunctionType, types.MethodType,
+        asyncio.AbstractEventLoop, threading.Thread, concurrent.futures.Executor, logging.Logger,
+    )  # fmt: skip
+
+
+def _deep(obj, seen: set[int]) -> int:
+    """Bytes of obj and what it holds, each object counted once across calls;
+    follows containers and plain instances, not types, modules or functions."""
+    total, stack = 0, [obj]
+    while stack:
+        o = stack.pop()
+        if id(o) in seen or isinstance(o, _NOT_FOLLOWED):
+            continue
+        seen.add(id(o))
+        total += sys.getsizeof(o)
+        if isinstance(o, dict):
+            stack.extend(o.keys())
+            stack.extend(o.values())
+        elif isinstance(o, (list, tuple, set, frozenset, collections.deque)):
+            stack.extend(o)
+        elif hasattr(o, "__dict__") or hasattr(type(o), "__slots__"):
+            stack.extend(gc_referents(o))
+    return total
+
+
+def gc_referents(o):
+    import gc
+
+    return [r for r in gc.get_referents(o) if not isinstance(r, type)]
+
+
+def _dump_objects_on_signal(path: str) -> None:
+    """SIGUSR1: write obmalloc's arena statistics and the commonest live types."""
+    import collections as c
+    import gc
+    import signal
+
+    def dump(*_):
+        global _NOT_FOLLOWED
+        _NOT_FOLLOWED = _not_followed()
+        objects = gc.get_objects()
+        counts = c.Counter(type(o).__name__ for o in objects)
+        seen: set[int] = set()
+        sizes = {}
+        from flywheel.integrations import children, watched
+
+        sizes["watched"] = _deep(watched._objects, seen)
+        sizes["last_applied"] = _deep(children._last_applied, seen)
+        sizes["kopf bodies"] = sum(
+            _deep(o._src, seen) for o in objects if type(o).__name__ == "Body"
+        )
+        for name in ("ResourceMemory", "Task", "coroutine", "Context", "Future", "TimerHandle"):
+            sizes[name] = sum(_deep(o, seen) for o in objects if type(o).__name__ == name)
+        with open(path, "w") as f:
+            f.write(repr({k: f"{v / 2**20:.1f} MiB" for k, v in sizes.items()}) + "\n")
+            f.write(repr(counts.most_common(40)) + "\n")
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        saved = os.dup(2)
+        os.dup2(fd, 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(fd)
+
+    signal.signal(signal.SIGUSR1, dump)
+
+
 def main() -> None:
+    if os.environ.get("BENCH_OBJECTS_DUMP"):
+        _dump_objects_on_signal(os.environ["BENCH_OBJECTS_DUMP"])
     if os.environ.get("BENCH_TRACEMALLOC_DUMP"):
         import tracemalloc
 

@@ -72,6 +72,9 @@ GROUP, VERSION = "mlops.flywheel.dev", "v1alpha1"
 THREADS = 16  # the creator's and the raw client's concurrency (and connection pool)
 # Longer than the operator's 30 s resync, so every object is reconciled in it.
 QUIET_SECONDS = {True: 35, False: 60}
+# The "memory < 300 MB", in the MiB that VmHWM is reported in (it
+# was compared with 300 MiB, 5% more, until 4 December).
+GOAL_MEMORY_MIB = 300e6 / 2**20
 # Converged: no parent changed for this long (well past the operator's resync
 # of 30 s, so a resync that writes would show).
 SETTLED_AFTER = 40.0
@@ -909,7 +912,7 @@ def goals(result: dict[str, Any]) -> list[dict[str, Any]]:
             "operator",
             f"peak memory at {2 * n} objects",
             result["operator_peak_rss_mib"],
-            300.0,
+            GOAL_MEMORY_MIB,
             higher_is_better=False,
             unit="MiB",
         )
