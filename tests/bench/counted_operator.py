@@ -114,10 +114,8 @@ def _dump_memory_forever(path: str) -> None:
             f.write("\n".join(lines) + "\n")
 
 
-_NOT_FOLLOWED: tuple[type, ...] = ()
-
-
 def _not_followed() -> tuple[type, ...]:
+    """What _deep counts but does not walk into: shared by everything."""
     import asyncio
     import concurrent.futures
     import logging
@@ -129,13 +127,15 @@ def _not_followed() -> tuple[type, ...]:
     )  # fmt: skip
 
 
-def _deep(obj, seen: set[int]) -> int:
+def _deep(obj, seen: set[int], not_followed: tuple[type, ...]) -> int:
     """Bytes of obj and what it holds, each object counted once across calls;
     follows containers and plain instances, not types, modules or functions."""
+    import gc
+
     total, stack = 0, [obj]
     while stack:
         o = stack.pop()
-        if id(o) in seen or isinstance(o, _NOT_FOLLOWED):
+        if id(o) in seen or isinstance(o, not_followed):
             continue
         seen.add(id(o))
         total += sys.getsizeof(o)
@@ -145,41 +145,41 @@ def _deep(obj, seen: set[int]) -> int:
         elif isinstance(o, (list, tuple, set, frozenset, collections.deque)):
             stack.extend(o)
         elif hasattr(o, "__dict__") or hasattr(type(o), "__slots__"):
-            stack.extend(gc_referents(o))
+            stack.extend(gc.get_referents(o))
     return total
 
 
-def gc_referents(o):
-    import gc
-
-    return [r for r in gc.get_referents(o) if not isinstance(r, type)]
-
-
 def _dump_objects_on_signal(path: str) -> None:
-    """SIGUSR1: write obmalloc's arena statistics and the commonest live types."""
-    import collections as c
+    """SIGUSR1: write the bytes the big holders keep, the commonest live
+    types and obmalloc's arena statistics."""
     import gc
     import signal
 
     def dump(*_):
-        global _NOT_FOLLOWED
-        _NOT_FOLLOWED = _not_followed()
-        objects = gc.get_objects()
-        counts = c.Counter(type(o).__name__ for o in objects)
-        seen: set[int] = set()
-        sizes = {}
         from flywheel.integrations import children, watched
 
-        sizes["watched"] = _deep(watched._objects, seen)
-        sizes["last_applied"] = _deep(children._last_applied, seen)
-        sizes["kopf bodies"] = sum(
-            _deep(o._src, seen) for o in objects if type(o).__name__ == "Body"
-        )
+        not_followed = _not_followed()
+        objects = gc.get_objects()
+        seen: set[int] = set()
+
+        def held(*roots) -> int:
+            return sum(_deep(root, seen, not_followed) for root in roots)
+
+        def held_by_type(name: str) -> int:
+            return held(*(o for o in objects if type(o).__name__ == name))
+
+        sizes = {
+            "watched": held(watched._objects),
+            "last_applied": held(children._last_applied),
+            "kopf bodies": held(*(o._src for o in objects if type(o).__name__ == "Body")),
+        }
         for name in ("ResourceMemory", "Task", "coroutine", "Context", "Future", "TimerHandle"):
-            sizes[name] = sum(_deep(o, seen) for o in objects if type(o).__name__ == name)
+            sizes[name] = held_by_type(name)
+        counts = collections.Counter(type(o).__name__ for o in objects)
         with open(path, "w") as f:
             f.write(repr({k: f"{v / 2**20:.1f} MiB" for k, v in sizes.items()}) + "\n")
             f.write(repr(counts.most_common(40)) + "\n")
+        # _debugmallocstats writes to the C stderr: point it at the file meanwhile.
         fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         saved = os.dup(2)
         os.dup2(fd, 2)
@@ -187,6 +187,7 @@ def _dump_objects_on_signal(path: str) -> None:
             sys._debugmallocstats()
         finally:
             os.dup2(saved, 2)
+            os.close(saved)
             os.close(fd)
 
     signal.signal(signal.SIGUSR1, dump)
