@@ -59,6 +59,7 @@ UNKNOWN: Any = _Unknown()
 _objects: dict[Key, tuple[float, str | None]] = {}
 _guard = threading.Lock()
 _sweep_at = 1024
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode  # compact
 
 
 def record(api_version: str, kind: str, event_type: str | None, body: Mapping[str, Any]) -> None:
@@ -98,9 +99,6 @@ def get(api_version: str, kind: str, namespace: str, name: str) -> Any:
     if seen is None or time.monotonic() - seen[0] > MAX_AGE:
         return UNKNOWN
     return None if seen[1] is None else json.loads(seen[1])
-
-
-_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 def size() -> int:
