@@ -144,6 +144,49 @@ def test_regressor_predictions_are_float(tmp_path: Path):
     assert str(column.type) == "double" and column.to_pylist() == [1.5, 2.5]
 
 
+@pytest.mark.parametrize(
+    "labels",
+    [
+        np.array([3, -1, 0], dtype=np.int64),
+        np.array([1, 0, 2], dtype=np.uint8),
+        np.array([1.0, 0.5, 2.0]),
+        np.array([True, False, True]),
+        np.array(["setosa", "virginica", "setosa"]),
+        np.array(["setosa", 7, None], dtype=object),
+    ],
+    ids=["int64", "uint8", "float", "bool", "text", "object"],
+)
+def test_a_classifiers_labels_are_logged_as_numpy_writes_them(tmp_path: Path, labels):
+    """Each kind of label a classifier returns reaches the file as the text
+    numpy gives it ("1.0", "True"), whichever path converts it."""
+    settings = LogSettings(uri=(tmp_path / "log").as_uri())
+    log = InferenceLog(settings, SCHEMA, classifier=True, model_version="v1", metrics=counts())
+    log.record(batch(3), labels)
+    log.record(batch(3), labels[::-1])
+    log.start()
+    log.close()
+    (file,) = (tmp_path / "log").glob("hour=*/*.parquet")
+    expected = [str(v) for v in [*labels.tolist(), *labels[::-1].tolist()]]
+    assert pq.read_table(file).column("_flywheel_prediction").to_pylist() == expected
+
+
+def test_a_missing_value_is_null_and_the_time_column_has_statistics(tmp_path: Path):
+    """NaN in a feature column is written as null, in a file whose other
+    values are kept; readers can prune row groups by time."""
+    schema = [Column("a", "double"), Column("b", "double")]
+    settings = LogSettings(uri=(tmp_path / "log").as_uri())
+    log = InferenceLog(settings, schema, classifier=True, model_version="v1", metrics=counts())
+    log.record(from_rows(schema, np.array([[1.0, np.nan], [2.0, 3.0]])), np.array([0, 1]))
+    log.start()
+    log.close()
+    (file,) = (tmp_path / "log").glob("hour=*/*.parquet")
+    assert pq.read_table(file, columns=["a", "b"]).to_pydict() == {"a": [1, 2], "b": [None, 3]}
+    parquet = pq.ParquetFile(file)
+    group = parquet.metadata.row_group(0)
+    time_column = parquet.schema_arrow.names.index("_flywheel_time")
+    assert group.column(time_column).statistics.has_min_max
+
+
 def test_a_full_queue_drops_and_counts_without_blocking(tmp_path: Path):
     metrics = counts()
     settings = LogSettings(uri=(tmp_path / "log").as_uri(), queue_requests=2)

@@ -183,10 +183,8 @@ def to_table(
     lengths = np.fromiter((len(p[2]) for p in parts), dtype=np.int64, count=len(parts))
     stamps = np.fromiter((p[0] for p in parts), dtype=np.int64, count=len(parts))
     arrays[TIME] = pa.array(np.repeat(stamps, lengths), type=pa.timestamp("ms", tz="UTC"))
-    arrays[PREDICTION] = pa.array(
-        all_predictions([p[2] for p in parts], classifier),
-        type=pa.string() if classifier else pa.float64(),
-    )
+    predictions = all_predictions([p[2] for p in parts], classifier)
+    arrays[PREDICTION] = prediction_array(predictions, classifier)
     arrays[VERSION] = pa.repeat(pa.scalar(version, pa.string()), int(lengths.sum()))
     return pa.table(arrays)
 
@@ -220,13 +218,12 @@ def matrix_columns(matrix: np.ndarray, names: list[str]) -> dict[str, np.ndarray
 
 
 def all_predictions(parts: list[np.ndarray], classifier: bool) -> np.ndarray:
-    """The parts' predictions converted at once (one astype for thousands of
+    """The parts' predictions in one array, to convert at once (thousands of
     parts); part by part only when their shapes do not stack."""
     try:
-        stacked = np.concatenate(parts)
+        return np.concatenate(parts)
     except ValueError:
-        return np.concatenate([prediction_values(p, classifier) for p in parts])
-    return prediction_values(stacked, classifier)
+        return np.concatenate([p if p.ndim == 1 else several_outputs(p, classifier) for p in parts])
 
 
 def arrow_array(values: np.ndarray, arrow: Any) -> Any:
@@ -238,16 +235,36 @@ def arrow_array(values: np.ndarray, arrow: Any) -> Any:
         return pa.array(values, mask=np.isnan(values)).cast(arrow)
     if values.dtype == object:
         return pa.array(values.tolist(), type=arrow, from_pandas=True)
+    if values.dtype.kind == "f" and not np.isnan(values).any():
+        # from_pandas looks for NaN (to write it as null) a value at a time:
+        # 0.055 us a row of 30 floats, against 0.012 with one vectorised check.
+        return pa.array(values, type=arrow)
     return pa.array(values, type=arrow, from_pandas=True)
 
 
-def prediction_values(predictions: np.ndarray, classifier: bool) -> np.ndarray:
-    if predictions.ndim > 1:  # several outputs a row: their JSON-ish text
-        predictions = np.array([str(row) for row in predictions.tolist()], dtype=object)
-        return predictions if classifier else np.full(len(predictions), np.nan)
-    if classifier:  # numpy's fixed-width text: arrow takes it without a str object a row
-        return predictions.astype(str)
-    return predictions.astype(np.float64)
+def prediction_array(predictions: np.ndarray, classifier: bool) -> Any:
+    """The prediction column: text for classifiers, float64 for regressors."""
+    import pyarrow as pa
+
+    if predictions.ndim > 1:
+        predictions = several_outputs(predictions, classifier)
+    if not classifier:
+        return pa.array(predictions.astype(np.float64), type=pa.float64())
+    if predictions.dtype.kind in "iu":
+        # Arrow writes integers as numpy does ("3", "-1"): 0.01 us a row,
+        # against 0.11 for numpy's text handed to Arrow.
+        return pa.array(predictions).cast(pa.string())
+    # Anything else keeps numpy's text ("1.0", "True", where Arrow would write
+    # "1", "true").
+    return pa.array(predictions.astype(str), type=pa.string())
+
+
+def several_outputs(predictions: np.ndarray, classifier: bool) -> np.ndarray:
+    """Several outputs a row: their JSON-ish text, or NaN for a regressor's
+    one float column."""
+    if not classifier:
+        return np.full(len(predictions), np.nan)
+    return np.array([str(row) for row in predictions.tolist()], dtype=object)
 
 
 def parquet_bytes(table: Any) -> bytes:
@@ -258,9 +275,11 @@ def parquet_bytes(table: Any) -> bytes:
     # page after page, and halved the writer's speed for larger files.
     # LZ4, not zstd: the encoding runs on the serving worker's CPU, and zstd
     # took 0.74 us a row of 30 floats against LZ4's 0.41 (files ~1.5x larger).
+    # Min/max statistics for the time column only, which a reader can skip
+    # row groups by; on every column they were 15% of the writer's time.
     text = [f.name for f in table.schema if pa.types.is_string(f.type)]
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression="lz4", use_dictionary=text)
+    pq.write_table(table, sink, compression="lz4", use_dictionary=text, write_statistics=[TIME])
     return sink.getvalue()
 
 
