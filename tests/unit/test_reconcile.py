@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+
 import kopf
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from flywheel.api.conditions import FALSE, ConditionUpdate
 from flywheel.api.kinds import DATASET, TRAINING_RUN
 from flywheel.controllers import reconcile as reconcile_module
-from flywheel.controllers import trainingruns
+from flywheel.controllers import rollout, trainingruns
 from flywheel.controllers.backoff import Backoff
 from flywheel.controllers.reconcile import Assessment, accepted, reconcile
+from flywheel.metrics import PhaseBook
 
 
 def waiting(spec, body) -> Assessment:
@@ -40,6 +44,12 @@ def body(kind: str, spec, status=None, generation=3):
         "spec": spec,
         "status": status or {},
     }
+
+
+def scrape(book: PhaseBook) -> str:
+    registry = CollectorRegistry()
+    registry.register(book)
+    return generate_latest(registry).decode()
 
 
 def run(kind, obj, assess):
@@ -222,3 +232,53 @@ def test_conditions_that_change_together_for_one_reason_share_an_event(events):
 
     run(DATASET, obj, split)
     assert events[1:] == [("Normal", "RollingOut", "Progressing=True: rolling out model (0/1)")]
+
+
+def test_a_reconcile_under_way_when_its_object_is_deleted_keeps_nothing_of_it(events, monkeypatch):
+    """kopf runs the resync timer apart from the delete handler. A reconcile
+    that was running, or queued on the object's lock, when the handler ran
+    must not put back what the handler dropped: the object would be counted
+    in flywheel_objects, and its lock and status kept, for good."""
+    book = PhaseBook()
+    monkeypatch.setattr(reconcile_module, "PHASES", book)
+    monkeypatch.setattr(reconcile_module, "_object_locks", {})
+    monkeypatch.setattr(reconcile_module, "_deleted", {})
+    started, release = threading.Event(), threading.Event()
+    queued_assessed = []
+
+    def slow(spec, body) -> Assessment:
+        started.set()
+        assert release.wait(10)
+        return waiting(spec, body)
+
+    def queued(spec, body) -> Assessment:
+        queued_assessed.append(body)
+        return waiting(spec, body)
+
+    obj = body("Dataset", {"source": {"uri": "s3://b/p", "format": "csv"}})
+    running = threading.Thread(target=run, args=(DATASET, obj, slow))
+    running.start()
+    assert started.wait(10)
+    behind = threading.Thread(target=run, args=(DATASET, obj, queued))  # the next timer tick
+    behind.start()
+    reconcile_module.forget_object("Dataset", "ns", "x", "u")  # kopf's delete handler
+    release.set()
+    running.join(10)
+    behind.join(10)
+
+    assert "flywheel_objects{" not in scrape(book), "a deleted object is not counted"
+    assert reconcile_module._own_writes == {}
+    assert reconcile_module._object_locks == {}
+    assert queued_assessed == [], "a reconcile queued before the deletion does nothing"
+
+
+def test_deleting_an_object_drops_what_is_kept_for_it_and_remembers_it_a_while(monkeypatch):
+    monkeypatch.setattr(reconcile_module, "_deleted", {})
+    monkeypatch.setattr(rollout, "_baselines", {("uid-a", "v2"): ("stamp", None)})
+    clock = [1000.0]
+    monkeypatch.setattr(reconcile_module.time, "monotonic", lambda: clock[0])
+    reconcile_module.forget_object("Dataset", "ns", "a", "uid-a")
+    clock[0] += reconcile_module.DELETED_MEMORY_SECONDS + 1
+    reconcile_module.forget_object("Dataset", "ns", "b", "uid-b")
+    assert rollout._baselines == {}, "a canary's baseline goes with its InferenceService"
+    assert list(reconcile_module._deleted) == ["uid-b"]

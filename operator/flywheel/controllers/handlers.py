@@ -18,9 +18,7 @@ import kopf
 from ..api.common import GROUP, VERSION
 from ..api.kinds import Kind
 from ..config import RESYNC_SECONDS
-from ..integrations import children, tracking
-from ..metrics import PHASES
-from .reconcile import forget_lock
+from .reconcile import forget_object
 
 
 def register(kind: Kind, handler: Callable[..., Any]) -> None:
@@ -32,7 +30,4 @@ def register(kind: Kind, handler: Callable[..., Any]) -> None:
 
     @kopf.on.delete(*resource, optional=True)
     def forget(name: str, namespace: str, uid: str, **_: Any) -> None:
-        PHASES.forget(kind.kind, namespace, name)
-        forget_lock(uid)
-        children.forget_owned_by(uid)
-        tracking.forget_attempts(uid)
+        forget_object(kind.kind, namespace, name, uid)

@@ -19,8 +19,9 @@ from pydantic import BaseModel, ValidationError
 
 from ..api.conditions import FALSE, TRUE, ConditionUpdate, find, merge_conditions
 from ..api.kinds import Kind
+from ..integrations import children, tracking
 from ..metrics import PHASES, RECONCILE_SECONDS, RECONCILES
-from . import wake
+from . import rollout, wake
 from .backoff import Backoff
 
 ACCEPTED, READY = "Accepted", "Ready"
@@ -56,17 +57,46 @@ Assess = Callable[[BaseModel, Mapping[str, Any]], Assessment]
 _object_locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
 
+# Objects whose delete handler ran, by uid, with when. The timer runs apart
+# from the delete handler too: a reconcile already under way when the object
+# was deleted would otherwise put back its lock, its status write, its phase
+# and its children's records after the handler dropped them, for good. In
+# order of deletion; kept DELETED_MEMORY_SECONDS, far longer than a reconcile.
+_deleted: dict[str, float] = {}
+DELETED_MEMORY_SECONDS = 600.0
+
 
 def _lock_for(uid: str) -> threading.Lock:
     with _locks_guard:
+        if uid in _deleted:  # a lock nobody keeps: the object is gone
+            return threading.Lock()
         return _object_locks.setdefault(uid, threading.Lock())
 
 
-def forget_lock(uid: str) -> None:
+def forget_object(kind: str, namespace: str, name: str, uid: str) -> None:
+    """The object is being deleted: drop what this process keeps for it, and
+    see that a reconcile still running does not keep it again."""
+    now = time.monotonic()
     with _locks_guard:
         _object_locks.pop(uid, None)
+        _deleted[uid] = now
+        while _deleted and next(iter(_deleted.values())) < now - DELETED_MEMORY_SECONDS:
+            del _deleted[next(iter(_deleted))]
+    _drop_state(kind, namespace, name, uid)
+
+
+def _was_deleted(uid: str) -> bool:
+    with _locks_guard:
+        return uid in _deleted
+
+
+def _drop_state(kind: str, namespace: str, name: str, uid: str) -> None:
     _own_writes.pop(uid, None)
     DEPENDENCY_BACKOFF.forget(f"{uid}/")
+    PHASES.forget(kind, namespace, name)
+    children.forget_owned_by(uid)
+    tracking.forget_attempts(uid)
+    rollout.forget(uid)  # a canary's metric baseline, when deleted mid-analysis
 
 
 # The status this process last wrote to each object, until the object shows
@@ -104,8 +134,16 @@ def _remember_write(uid: str, changes: Mapping[str, Any]) -> None:
 
 
 def reconcile(kind: Kind, body: Mapping[str, Any], patch: kopf.Patch, assess: Assess) -> None:
-    with _lock_for(body["metadata"].get("uid", body["metadata"]["name"])):
+    meta = body["metadata"]
+    uid = meta.get("uid", meta["name"])
+    with _lock_for(uid):
+        if _was_deleted(uid):  # queued before the deletion: nothing left to do
+            return
         _reconcile(kind, body, patch, assess)
+    if _was_deleted(uid):  # deleted while this ran: what it kept goes too
+        # (A new object of the same name loses its phase gauge until its
+        # next reconcile records it again.)
+        _drop_state(kind.kind, meta.get("namespace", ""), meta["name"], uid)
 
 
 def _reconcile(kind: Kind, body: Mapping[str, Any], patch: kopf.Patch, assess: Assess) -> None:
