@@ -144,6 +144,7 @@ def test_a_dependency_outage_is_retried_after_a_doubling_delay(events, monkeypat
     obj["metadata"]["generation"] = 2
     run(DATASET, obj, assess)
     assert calls[-1] == 39.0 and len(calls) == 5
+    assert len(backoff._pending) == 1, "one entry an object, not one a generation"
 
 
 def test_backoff_caps_and_resets_on_success():
@@ -154,6 +155,17 @@ def test_backoff_caps_and_resets_on_success():
     assert not backoff.due("k")
     backoff.succeeded("k")
     assert backoff.due("k") and backoff.failed("k") == (1, 5.0)
+
+
+def test_a_failure_at_a_new_version_starts_the_count_over():
+    now = [0.0]
+    backoff = Backoff(first=5.0, cap=60.0, clock=lambda: now[0])
+    assert backoff.failed("k", 1) == (1, 5.0) and backoff.failed("k", 1) == (2, 10.0)
+    assert not backoff.due("k", 1)
+    assert backoff.due("k", 2), "a new version is tried at once"
+    assert backoff.failed("k", 2) == (1, 5.0)
+    now[0] = 5.0
+    assert backoff.due("k", 2)
 
 
 def creates_once(made: list):

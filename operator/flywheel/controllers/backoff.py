@@ -18,6 +18,7 @@ from dataclasses import dataclass
 class _Pending:
     failures: int
     next_attempt: float
+    version: object = None  # what failed (a generation): a new one starts over
 
 
 class Backoff:
@@ -26,16 +27,19 @@ class Backoff:
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
 
-    def due(self, key: str) -> bool:
-        """True unless `key` failed recently and its delay has not passed."""
+    def due(self, key: str, version: object = None) -> bool:
+        """True unless `key` failed recently, at this version, and its delay has not passed."""
         with self._lock:
             pending = self._pending.get(key)
-        return pending is None or self.clock() >= pending.next_attempt
+        return pending is None or pending.version != version or self.clock() >= pending.next_attempt
 
-    def failed(self, key: str) -> tuple[int, float]:
-        """Count a failure; (failures in a row, seconds until the next attempt)."""
+    def failed(self, key: str, version: object = None) -> tuple[int, float]:
+        """Count a failure; (failures in a row, seconds until the next attempt).
+        A failure at a new version replaces the old version's count."""
         with self._lock:
-            pending = self._pending.get(key) or _Pending(0, 0.0)
+            pending = self._pending.get(key)
+            if pending is None or pending.version != version:
+                pending = _Pending(0, 0.0, version)
             pending.failures += 1
             delay = min(self.first * 2 ** (pending.failures - 1), self.cap)
             pending.next_attempt = self.clock() + delay

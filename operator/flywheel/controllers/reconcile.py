@@ -150,9 +150,11 @@ def _reconcile(kind: Kind, body: Mapping[str, Any], patch: kopf.Patch, assess: A
     started = time.monotonic()
     meta = body["metadata"]
     result = "ok"
-    # A new generation (the user changed the spec) is tried at once.
-    backoff_key = f"{meta.get('uid')}/{meta.get('generation')}"
-    if not DEPENDENCY_BACKOFF.due(backoff_key):
+    # A new generation (the user changed the spec) is tried at once. One entry
+    # an object, whatever its generation: an entry a generation stayed until
+    # the object was deleted.
+    backoff_key, generation = f"{meta.get('uid')}/dependency", meta.get("generation")
+    if not DEPENDENCY_BACKOFF.due(backoff_key, generation):
         RECONCILES.labels(kind.kind, "backoff").inc()
         return
     uid = meta.get("uid", meta["name"])
@@ -174,7 +176,7 @@ def _reconcile(kind: Kind, body: Mapping[str, Any], patch: kopf.Patch, assess: A
                 f"Kubernetes API: {err.status} {err.reason}", delay=10
             ) from err
     if _waits_on_dependency(assessment):
-        failures, delay = DEPENDENCY_BACKOFF.failed(backoff_key)
+        failures, delay = DEPENDENCY_BACKOFF.failed(backoff_key, generation)
         assessment.conditions = [
             replace(c, message=f"{c.message} (attempt {failures}; next in {delay:.0f} s)")
             if c.type == READY
