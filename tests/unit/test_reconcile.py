@@ -10,8 +10,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from flywheel.api.conditions import FALSE, ConditionUpdate
 from flywheel.api.kinds import DATASET, TRAINING_RUN
+from flywheel.controllers import inferenceservices, rollout, trainingruns
 from flywheel.controllers import reconcile as reconcile_module
-from flywheel.controllers import rollout, trainingruns
 from flywheel.controllers.backoff import Backoff
 from flywheel.controllers.reconcile import Assessment, accepted, reconcile
 from flywheel.metrics import PhaseBook
@@ -287,10 +287,14 @@ def test_a_reconcile_under_way_when_its_object_is_deleted_keeps_nothing_of_it(ev
 def test_deleting_an_object_drops_what_is_kept_for_it_and_remembers_it_a_while(monkeypatch):
     monkeypatch.setattr(reconcile_module, "_deleted", {})
     monkeypatch.setattr(rollout, "_baselines", {("uid-a", "v2"): ("stamp", None)})
+    monkeypatch.setattr(inferenceservices, "ALIAS_BACKOFF", Backoff(first=5.0, cap=60.0))
+    inferenceservices.ALIAS_BACKOFF.failed("uid-a/production-alias")
     clock = [1000.0]
     monkeypatch.setattr(reconcile_module.time, "monotonic", lambda: clock[0])
     reconcile_module.forget_object("Dataset", "ns", "a", "uid-a")
     clock[0] += reconcile_module.DELETED_MEMORY_SECONDS + 1
     reconcile_module.forget_object("Dataset", "ns", "b", "uid-b")
     assert rollout._baselines == {}, "a canary's baseline goes with its InferenceService"
+    assert inferenceservices.ALIAS_BACKOFF.due("uid-a/production-alias")
+    assert not inferenceservices.ALIAS_BACKOFF._pending, "and so do its alias retries"
     assert list(reconcile_module._deleted) == ["uid-b"]

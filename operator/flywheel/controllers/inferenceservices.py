@@ -37,12 +37,15 @@ from .backoff import Backoff
 from .handlers import register
 from .indexes import lookup
 from .monitoring import auto_canary, monitor
-from .reconcile import READY, Assessment, accepted, reconcile
+from .reconcile import READY, Assessment, accepted, forget_with_object, reconcile
 from .refs import Missing, missing_reference
 
 SETTINGS = Settings.from_env()
 PRODUCTION = "production"
 ALIAS_BACKOFF = Backoff(first=5.0, cap=60.0)
+# A deleted InferenceService's canary baseline and alias retries go with it.
+forget_with_object(rollout.forget)
+forget_with_object(lambda uid: ALIAS_BACKOFF.forget(f"{uid}/"))
 GATEWAY_API = "gateway.networking.k8s.io/v1"
 
 

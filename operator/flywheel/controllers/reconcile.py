@@ -21,7 +21,7 @@ from ..api.conditions import FALSE, TRUE, ConditionUpdate, find, merge_condition
 from ..api.kinds import Kind
 from ..integrations import children, tracking
 from ..metrics import PHASES, RECONCILE_SECONDS, RECONCILES
-from . import rollout, wake
+from . import wake
 from .backoff import Backoff
 
 ACCEPTED, READY = "Accepted", "Ready"
@@ -90,13 +90,24 @@ def _was_deleted(uid: str) -> bool:
         return uid in _deleted
 
 
+# What a kind's own module keeps by uid (a canary's metric baseline, an
+# alias move's backoff), dropped with the rest: each registers how.
+_KIND_FORGETTERS: list[Callable[[str], None]] = []
+
+
+def forget_with_object(forget: Callable[[str], None]) -> None:
+    """Have `forget(uid)` called when an object is deleted."""
+    _KIND_FORGETTERS.append(forget)
+
+
 def _drop_state(kind: str, namespace: str, name: str, uid: str) -> None:
     _own_writes.pop(uid, None)
     DEPENDENCY_BACKOFF.forget(f"{uid}/")
     PHASES.forget(kind, namespace, name)
     children.forget_owned_by(uid)
     tracking.forget_attempts(uid)
-    rollout.forget(uid)  # a canary's metric baseline, when deleted mid-analysis
+    for forget in _KIND_FORGETTERS:
+        forget(uid)
 
 
 # The status this process last wrote to each object, until the object shows
