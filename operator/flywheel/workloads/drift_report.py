@@ -67,7 +67,7 @@ def import_evidently() -> None:
     passes over Evidently's objects had cost about 0.6 s of CPU during the
     import and about 1 s more at interpreter exit (the tests' own garbage is
     still collected)."""
-    from .lazy_package import imports_without_init
+    from ..lazy_package import imports_without_init
 
     enabled = gc.isenabled()
     gc.disable()
