@@ -10,6 +10,7 @@ import gzip
 import http.server
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -570,6 +571,76 @@ def test_command_reports_the_snapshot_even_when_validation_fails(iris, tmp_path)
     assert (message["ok"], message["rows"], message["validation"]["passed"]) == (True, 150, False)
     assert message["validation"]["failures"][0]["rule"] == "max"
     assert (tmp_path / "out" / "profile.json").exists()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_the_command_runs_without_pandas_and_profiles_as_with_it(iris, tmp_path, fmt):
+    """The command as a Job runs it, in a process of its own: pyarrow's
+    conversions would import pandas for nothing (without_pandas.py). The
+    profile is the one a process with pandas loaded (this one) writes."""
+    frame = with_unknown_species(with_blanks(iris))
+    frame["measured"] = pd.date_range("2024-01-01", periods=len(frame), freq="h")
+    frame["large"] = frame["sepal_length"] > 6
+    path = write(frame, tmp_path / "data" / f"iris.{fmt}")
+    columns = [
+        *declare("sepal_length", min=4.5, max=7.5),
+        {"name": "measured", "type": "datetime"},
+        {"name": "large", "type": "boolean"},
+    ]
+    quality = {"minRows": 100, "maxNullFraction": 0.01}
+    expected = snapshot(path, fmt, columns, quality, tmp_path / "here" / "profile.json")
+    spec = wire(path.as_uri(), fmt, schema={"columns": columns}, quality=quality)
+    env = {
+        **os.environ,
+        "FLYWHEEL_DATASET_SPEC": json.dumps(spec),
+        "FLYWHEEL_PROFILE_URI": (tmp_path / "job" / "profile.json").as_uri(),
+        "FLYWHEEL_TERMINATION_LOG": str(tmp_path / "termination-log"),
+    }
+    script = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('pandas loaded:', 'pandas' in sys.modules))\n"
+        "from flywheel.cli import main\n"
+        "main(['dataset-snapshot'])\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().endswith("pandas loaded: False")
+    assert "pandas" in sys.modules  # ...and the expected profile was made with it
+    written = json.loads((tmp_path / "job" / "profile.json").read_text())
+    assert written == json.loads((tmp_path / "here" / "profile.json").read_text())
+    assert not written["validation"]["passed"]  # the blanks and the unknown species
+    assert expected.version == written["version"]
+
+
+def test_pandas_is_refused_only_inside_the_block():
+    """In a fresh process (this one has pandas loaded, and the block then
+    does nothing): pyarrow converts values without it inside, and imports
+    it as usual once the block is over."""
+    script = textwrap.dedent(
+        """
+        import sys
+        import pyarrow as pa, pyarrow.compute as pc
+        from flywheel.workloads.without_pandas import pandas_not_importable
+        with pandas_not_importable():
+            assert pc.is_in(pa.array(["a", "b"]), value_set=pa.array(["a"])).to_pylist() == [
+                True, False]
+            try:
+                import pandas
+            except ImportError as err:
+                assert "not loaded during a dataset snapshot" in str(err)
+            else:
+                raise AssertionError("pandas imported inside the block")
+        assert "pandas" not in sys.modules
+        frame = pa.table({"a": [1, 2]}).to_pandas()
+        assert list(frame["a"]) == [1, 2] and "pandas" in sys.modules
+        print("ok")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
 
 
 def garbage_parquet(tmp_path: Path) -> str:

@@ -199,15 +199,17 @@ def dataset_snapshot_command(
     HTTP_AUTHORIZATION (https://). Exits 0 when the snapshot ran, whether or not
     validation passed; otherwise with the code of the error reason."""
     from .allocator import use_system_allocator
+    from .without_pandas import pandas_not_importable
 
     use_system_allocator()  # first: before pyarrow loads
     secrets = secret_values(os.environ)
     configure_logging(secrets)
-    message, code = run_snapshot(
-        spec_json,
-        profile_uri,
-        default_endpoint=s3_endpoint or None,
-        http_authorization=os.environ.get("HTTP_AUTHORIZATION") or None,
-    )
+    with pandas_not_importable():  # pyarrow would import it for nothing: ~0.2 s
+        message, code = run_snapshot(
+            spec_json,
+            profile_uri,
+            default_endpoint=s3_endpoint or None,
+            http_authorization=os.environ.get("HTTP_AUTHORIZATION") or None,
+        )
     text = render_termination(message, secrets)
     report_and_exit(text, termination_log, log, code)
