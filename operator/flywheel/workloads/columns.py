@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -294,8 +295,7 @@ class Summary:
         present = len(values) - values.null_count
         if not present:
             return None
-        extremes = pc.min_max(values).as_py()
-        low, high = extremes["min"], extremes["max"]
+        low, high = extremes(values)
         self.low = low if self.low is None else min(self.low, low)
         self.high = high if self.high is None else max(self.high, high)
         if with_total:
@@ -308,6 +308,73 @@ class Summary:
     @property
     def mean(self) -> float | None:
         return self.total / self.count if self.count else None
+
+
+def extremes(values: pa.Array) -> tuple[Any, Any]:
+    """(min, max) of an array with values. Arrow's min_max on floats is ~12x
+    slower than on integers (its NaN handling: 141 against 11 us for 45,000
+    values); numpy's min and max take 8 us. Floats come here with NaN made
+    null (`plain`), so without nulls the two agree."""
+    if (
+        isinstance(values, pa.Array)
+        and (pa.types.is_float64(values.type) or pa.types.is_float32(values.type))
+        and not values.null_count
+    ):
+        numbers = values.to_numpy(zero_copy_only=True)
+        return float(numbers.min()), float(numbers.max())
+    found = pc.min_max(values).as_py()
+    return found["min"], found["max"]
+
+
+def value_counts(present: pa.Array) -> pa.StructArray:
+    """`pc.value_counts` of an array without nulls: each distinct value once,
+    in order of first appearance, with its count. Booleans and dictionary-
+    encoded text (the snapshot reads declared text columns as dictionaries)
+    are counted without hashing each value: 3 against 162 us, and 60-80
+    against 260 us, for 45,000 values."""
+    if pa.types.is_boolean(present.type) and not present.null_count:
+        return _boolean_counts(present)
+    if (
+        pa.types.is_dictionary(present.type)
+        and not present.null_count
+        and not present.dictionary.null_count
+    ):
+        return _dictionary_counts(present)
+    return pc.value_counts(present)
+
+
+def _boolean_counts(present: pa.BooleanArray) -> pa.StructArray:
+    trues = int(pc.sum(present).as_py() or 0)
+    first = bool(present[0].as_py())
+    seen = [(v, trues if v else len(present) - trues) for v in (first, not first)]
+    seen = [(v, n) for v, n in seen if n]
+    return pa.StructArray.from_arrays(
+        [
+            pa.array(np.array([v for v, _ in seen], dtype=bool)),
+            pa.array(np.array([n for _, n in seen], dtype=np.int64)),
+        ],
+        names=["values", "counts"],
+    )
+
+
+# Codes first seen in this many leading rows are in order of first appearance
+# without a search; a code first seen later is found by one pass each.
+_FIRST_LOOK = 256
+
+
+def _dictionary_counts(present: pa.DictionaryArray) -> pa.StructArray:
+    codes = present.indices.to_numpy(zero_copy_only=True)
+    counts = np.bincount(codes, minlength=len(present.dictionary))
+    order = list(dict.fromkeys(codes[:_FIRST_LOOK].tolist()))
+    if len(order) < np.count_nonzero(counts):
+        early = set(order)
+        late = [int(c) for c in np.flatnonzero(counts) if int(c) not in early]
+        order += sorted(late, key=lambda c: int(np.argmax(codes == c)))
+    taken = np.array(order, dtype=np.int64)
+    return pa.StructArray.from_arrays(
+        [present.dictionary.take(pa.array(taken)), pa.array(counts[taken].astype(np.int64))],
+        names=["values", "counts"],
+    )
 
 
 @dataclass
@@ -365,7 +432,7 @@ class TopCounter:
         if self.unsupported or not len(present):
             return None
         try:
-            counted = table = pc.value_counts(present)
+            counted = table = value_counts(present)
         except pa.ArrowNotImplementedError:  # nested types have no hash kernel
             self.unsupported = True
             return None
