@@ -54,6 +54,8 @@ def test_random_batches_count_and_bound_as_arrow_does(seed):
         dictionary(np.array([2, 2, 0]), ["a", "b", "c"]),
         dictionary(np.array([0, 1, 1]), ["x", "x"]),  # one word twice: counted by code
         dictionary(np.array([0, 1]), ["a", None]),  # a null word: Arrow's own path
+        dictionary(np.arange(3000) % 150, [f"w{i}" for i in range(150)]),  # many words: Arrow's
+        dictionary(np.r_[np.zeros(1500, int), np.arange(20)], [f"w{i}" for i in range(20)]),
         pa.array(["b", "a", "b"]),
         pa.array([3, 1, 3]),
     ],

@@ -337,6 +337,7 @@ def value_counts(present: pa.Array) -> pa.StructArray:
     if (
         pa.types.is_dictionary(present.type)
         and not present.null_count
+        and len(present.dictionary) <= _FEW_WORDS
         and not present.dictionary.null_count
     ):
         return _dictionary_counts(present)
@@ -357,19 +358,26 @@ def _boolean_counts(present: pa.BooleanArray) -> pa.StructArray:
     )
 
 
-# Codes first seen in this many leading rows are in order of first appearance
-# without a search; a code first seen later is found by one pass each.
-_FIRST_LOOK = 256
+# For categories: dictionaries of at most _FEW_WORDS entries. Codes first seen
+# in the leading _FIRST_LOOK rows are in order of first appearance without a
+# search; a code first seen later is found by one pass each, up to
+# _LATE_CODES of them. Beyond these, Arrow's hashing is the cheaper count.
+_FEW_WORDS = 64
+_FIRST_LOOK = 1024
+_LATE_CODES = 8
 
 
 def _dictionary_counts(present: pa.DictionaryArray) -> pa.StructArray:
     codes = present.indices.to_numpy(zero_copy_only=True)
     counts = np.bincount(codes, minlength=len(present.dictionary))
     order = list(dict.fromkeys(codes[:_FIRST_LOOK].tolist()))
-    if len(order) < np.count_nonzero(counts):
+    late = np.count_nonzero(counts) - len(order)
+    if late > _LATE_CODES:
+        return pc.value_counts(present)
+    if late:
         early = set(order)
-        late = [int(c) for c in np.flatnonzero(counts) if int(c) not in early]
-        order += sorted(late, key=lambda c: int(np.argmax(codes == c)))
+        found = [int(c) for c in np.flatnonzero(counts) if int(c) not in early]
+        order += sorted(found, key=lambda c: int(np.argmax(codes == c)))
     taken = np.array(order, dtype=np.int64)
     return pa.StructArray.from_arrays(
         [present.dictionary.take(pa.array(taken)), pa.array(counts[taken].astype(np.int64))],
