@@ -24,6 +24,7 @@ import importlib.util
 import sys
 import threading
 from collections.abc import Iterable
+from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -38,11 +39,17 @@ def imports_without_init(package: str, modules: Iterable[str]) -> None:
         importlib.import_module(name)
 
 
-def _deferred_package(package: str) -> ModuleType:
+def _unrun_package(package: str) -> tuple[ModuleSpec, ModuleType]:
+    """The package's spec and its module object, with `__path__` and
+    `__spec__` set and nothing of its `__init__` run."""
     spec = importlib.util.find_spec(package)
     if spec is None or spec.loader is None or spec.submodule_search_locations is None:
         raise ImportError(f"{package} is not an installed package")
-    module = importlib.util.module_from_spec(spec)  # __path__, __spec__; nothing run
+    return spec, importlib.util.module_from_spec(spec)
+
+
+def _deferred_package(package: str) -> ModuleType:
+    spec, module = _unrun_package(package)
     lock = threading.Lock()
     state = {"ran": False}
 
@@ -80,11 +87,10 @@ def names_on_demand(package: str) -> None:
     it is refused (ValueError) and the caller imports it as usual."""
     if package in sys.modules:
         return  # imported already: nothing left to save
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.origin is None or spec.submodule_search_locations is None:
-        raise ImportError(f"{package} is not an installed package")
+    spec, module = _unrun_package(package)
+    if spec.origin is None:
+        raise ImportError(f"{package} has no __init__ to read")
     sources, constants = _reexports(package, Path(spec.origin).read_text())
-    module = importlib.util.module_from_spec(spec)  # __path__, __spec__; nothing run
     module.__dict__.update(constants)
 
     def __getattr__(name: str) -> Any:
