@@ -80,8 +80,11 @@ def forget_object(kind: str, namespace: str, name: str, uid: str) -> None:
     with _locks_guard:
         _object_locks.pop(uid, None)
         _deleted[uid] = now
-        while _deleted and next(iter(_deleted.values())) < now - DELETED_MEMORY_SECONDS:
-            del _deleted[next(iter(_deleted))]
+        while _deleted:  # in order of deletion: the oldest first
+            oldest, when = next(iter(_deleted.items()))
+            if when >= now - DELETED_MEMORY_SECONDS:
+                break
+            del _deleted[oldest]
     _drop_state(kind, namespace, name, uid)
 
 
@@ -150,25 +153,26 @@ def reconcile(kind: Kind, body: Mapping[str, Any], patch: kopf.Patch, assess: As
     with _lock_for(uid):
         if _was_deleted(uid):  # queued before the deletion: nothing left to do
             return
-        _reconcile(kind, body, patch, assess)
+        _reconcile(kind, body, patch, assess, uid)
     if _was_deleted(uid):  # deleted while this ran: what it kept goes too
         # (A new object of the same name loses its phase gauge until its
         # next reconcile records it again.)
         _drop_state(kind.kind, meta.get("namespace", ""), meta["name"], uid)
 
 
-def _reconcile(kind: Kind, body: Mapping[str, Any], patch: kopf.Patch, assess: Assess) -> None:
+def _reconcile(
+    kind: Kind, body: Mapping[str, Any], patch: kopf.Patch, assess: Assess, uid: str
+) -> None:
     started = time.monotonic()
     meta = body["metadata"]
     result = "ok"
     # A new generation (the user changed the spec) is tried at once. One entry
     # an object, whatever its generation: an entry a generation stayed until
     # the object was deleted.
-    backoff_key, generation = f"{meta.get('uid')}/dependency", meta.get("generation")
+    backoff_key, generation = f"{uid}/dependency", meta.get("generation")
     if not DEPENDENCY_BACKOFF.due(backoff_key, generation):
         RECONCILES.labels(kind.kind, "backoff").inc()
         return
-    uid = meta.get("uid", meta["name"])
     old = _known_status(uid, body.get("status") or {})
     # What the kind's logic reads: the body, with the status as we know it.
     current = {**body, "status": old}
