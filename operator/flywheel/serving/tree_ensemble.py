@@ -19,7 +19,7 @@ values beyond float32 (scikit-learn refuses them with its own error),
 anything but a 2-D numeric ndarray (a DataFrame, sparse) and a wrong
 number of columns. Models it cannot compile at all (several outputs,
 other estimator types, subclasses that may override predict) are not
-compiled: `compile_model` says why and the caller keeps scikit-learn.
+compiled: `compiled.compile_model` says why and the caller keeps scikit-learn.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from .compiled import NotCompiled, split_pipeline
 
 FORESTS = frozenset(
     {
@@ -41,10 +43,6 @@ FORESTS = frozenset(
 TREES = frozenset(
     {"DecisionTreeClassifier", "DecisionTreeRegressor", "ExtraTreeClassifier", "ExtraTreeRegressor"}
 )
-
-
-class NotCompiled(Exception):
-    """The model is not one this module reproduces exactly (the message says why)."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +105,7 @@ class CompiledModel:
 
     def __init__(self, estimator: Any) -> None:
         self.estimator = estimator
-        self.transform, final = _split_pipeline(estimator)
+        self.transform, final = split_pipeline(estimator)
         self.final = final
         kind = type(final).__name__
         if type(final).__module__.split(".")[0] != "sklearn" or kind not in FORESTS | TREES:
@@ -127,6 +125,7 @@ class CompiledModel:
         else:
             self.trees = compile_trees(trees, lambda t: t.value[:, 0, 0])
         self.description = f"{kind}, {len(trees)} trees, depth <= {self.trees.depth}"
+        self.serves = f"compiled trees serve predict: {self.description}"
 
     def _matrix(self, X: Any) -> np.ndarray | None:
         """X as scikit-learn's float32 matrix, or None if scikit-learn must answer."""
@@ -167,26 +166,3 @@ class CompiledModel:
         if self.classifier:
             return self.classes.take(np.argmax(mean, axis=1), axis=0)
         return mean
-
-
-def _split_pipeline(estimator: Any) -> tuple[Any | None, Any]:
-    """(the steps before the final one, or None; the final estimator)."""
-    from sklearn.pipeline import Pipeline
-
-    if type(estimator) is not Pipeline:
-        return None, estimator
-    final = estimator.steps[-1][1]
-    if len(estimator.steps) == 1:
-        return None, final
-    prefix = estimator[:-1]
-    return prefix, final
-
-
-def compile_model(estimator: Any) -> CompiledModel:
-    """The compiled model, or NotCompiled saying why scikit-learn keeps serving."""
-    try:
-        return CompiledModel(estimator)
-    except NotCompiled:
-        raise
-    except Exception as exc:  # an unexpected fitted state: scikit-learn serves
-        raise NotCompiled(f"cannot compile {type(estimator).__name__}: {exc}") from exc

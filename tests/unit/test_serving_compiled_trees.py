@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import logging
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mlflow.models import infer_signature
 from sklearn.ensemble import (
     ExtraTreesClassifier,
     ExtraTreesRegressor,
@@ -23,11 +21,11 @@ from sklearn.ensemble import (
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+from sklearn_models import same_answers, save
 
+from flywheel.serving.compiled import NotCompiled, compile_model
 from flywheel.serving.model import load
 from flywheel.serving.signature import from_columns
-from flywheel.serving.tree_ensemble import NotCompiled, compile_model
-from flywheel.workloads.train import serialization_format
 
 KINDS = {
     "random forest classifier": RandomForestClassifier,
@@ -95,13 +93,6 @@ def edge_inputs(model, X: np.ndarray, rng: np.random.Generator, rows: int) -> np
     return out
 
 
-def answers(predict, X):
-    try:
-        return "ok", predict(X)
-    except Exception as exc:
-        return "error", (type(exc), str(exc))
-
-
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fitted_models(), st.integers(1, 40), st.floats(0, 0.3), st.floats(0, 0.02))
 def test_compiled_trees_answer_as_scikit_learn(fitted, rows, nan_share, huge_share):
@@ -111,13 +102,8 @@ def test_compiled_trees_answer_as_scikit_learn(fitted, rows, nan_share, huge_sha
     inputs[rng.random(inputs.shape) < huge_share] = 1e300  # inf as float32: refused
     compiled = compile_model(model)
 
-    expected, got = answers(model.predict, inputs), answers(compiled.predict, inputs)
-    assert got[0] == expected[0]
-    if expected[0] == "error":  # the same refusal, by scikit-learn itself
-        assert got[1] == expected[1]
-        return
-    assert got[1].dtype == expected[1].dtype
-    assert np.array_equal(got[1], expected[1])
+    if not same_answers(model.predict, compiled.predict, inputs):
+        return  # both refused the input, with the same error
     if hasattr(final_step(model), "classes_"):
         np.testing.assert_allclose(
             compiled.predict_proba(inputs), model.predict_proba(inputs), rtol=1e-12, atol=0
@@ -154,20 +140,6 @@ def test_models_it_does_not_reproduce_say_why(model, reason):
     model.fit(X, y)
     with pytest.raises(NotCompiled, match=reason):
         compile_model(model)
-
-
-def save(model, x: pd.DataFrame, path) -> str:
-    """As `flywheel train` logs a model: skops, the model's types trusted."""
-    serialization, trusted = serialization_format(model)
-    mlflow.sklearn.save_model(
-        model,
-        str(path),
-        signature=infer_signature(x, model.predict(x)),
-        input_example=x.head(3),
-        serialization_format=serialization,
-        skops_trusted_types=trusted,
-    )
-    return str(path)
 
 
 def test_the_server_loads_a_forest_as_compiled_trees_and_says_so(tmp_path, caplog):
