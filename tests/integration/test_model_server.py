@@ -290,6 +290,7 @@ def test_regressor_values_and_the_inference_log_in_s3(
     )
     rows = {**labels, "outcome": "written"}
     assert sample("flywheel_serve_inference_log_rows_total", rows, metrics) == 30
+    assert sample("flywheel_serve_inference_log_writer_cpu_seconds_total", labels, metrics) > 0
     assert not any(name.startswith("flywheel_serve_predictions_total") for name, _ in metrics)
 
 

@@ -256,3 +256,23 @@ def test_what_waits_for_the_store_is_bounded_oldest_dropped_first(tmp_path: Path
 def test_only_s3_and_file(uri):
     with pytest.raises(ValueError, match="s3:// or file://"):
         InferenceLog(LogSettings(uri=uri), SCHEMA, True, "v1", counts())
+
+
+def test_the_writers_cpu_time_is_counted(tmp_path: Path):
+    """flywheel_serve_inference_log_writer_cpu_seconds: what the log's thread
+    spent, so a user can see what logging costs the server."""
+    metrics = counts()
+    settings = LogSettings(uri=(tmp_path / "log").as_uri(), batch_rows=2_000, flush_seconds=60)
+    log = InferenceLog(settings, SCHEMA, classifier=True, model_version="v1", metrics=metrics)
+    labels = {"model_version": "v1", "track": "stable"}
+    name = "flywheel_serve_inference_log_writer_cpu_seconds_total"
+    assert metrics.registry.get_sample_value(name, labels) == 0
+    cpu_before = time.process_time()
+    log.start()
+    for _ in range(100):
+        log.record(batch(100), np.array(["a", "b"] * 50))
+    log.close()
+    spent = metrics.registry.get_sample_value(name, labels)
+    assert rows(metrics, "written") == 10_000
+    assert len(list((tmp_path / "log").glob("hour=*/*.parquet"))) == 5
+    assert 0 < spent <= time.process_time() - cpu_before

@@ -106,6 +106,13 @@ class ServeMetrics:
             [*base, "outcome"],
             registry=registry,
         )
+        self.log_cpu = Counter(
+            "flywheel_serve_inference_log_writer_cpu_seconds",
+            "CPU time the inference log's writer thread spent building, compressing and "
+            "sending files: what the log takes from serving, besides a queue append a request.",
+            base,
+            registry=registry,
+        )
         self.labels = labels
         self.duration = self._duration.labels(**labels)
         self.in_flight = self._in_flight.labels(**labels)
@@ -113,6 +120,7 @@ class ServeMetrics:
         self._bound_values: Any = None  # bound on first use: classifiers have none
         self.written = self.log_rows.labels(**labels, outcome="written")
         self.dropped = self.log_rows.labels(**labels, outcome="dropped")
+        self.writer_cpu = self.log_cpu.labels(**labels)
         self._requests: dict[tuple[str, int], Any] = {}
         self._classes: dict[str, Any] = {}
 
