@@ -16,7 +16,7 @@ getting a DataFrame. Other flavors load as pyfunc and get a DataFrame.
 A scikit-learn tree or forest (alone or as a Pipeline's final step) is
 compiled into flat arrays (tree_ensemble.py), which answer one row ~70x
 faster than scikit-learn's tree-by-tree predict, and a linear model after
-standard scaling is answered with numpy alone (linear_model.py), ~40x
+standard scaling is answered with numpy alone (linear_model.py), ~25x
 faster than the pipeline's predict for one row; both give scikit-learn's
 answers to the bit, and the log says whether a compiled model or
 scikit-learn's predict serves.
