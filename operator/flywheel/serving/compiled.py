@@ -20,6 +20,12 @@ class NotCompiled(Exception):
     """The model is not one these modules reproduce exactly (the message says why)."""
 
 
+def from_scikit_learn(estimator: Any) -> bool:
+    """Whether the estimator's class is scikit-learn's own (a subclass defined
+    elsewhere may override what these modules reproduce)."""
+    return type(estimator).__module__.split(".")[0] == "sklearn"
+
+
 def split_pipeline(estimator: Any) -> tuple[Any | None, Any]:
     """(the steps before the final one, or None; the final estimator)."""
     from sklearn.pipeline import Pipeline
@@ -41,7 +47,7 @@ def compile_model(estimator: Any) -> Any:
     _, final = split_pipeline(estimator)
     kind = type(final).__name__
     try:
-        if type(final).__module__.split(".")[0] == "sklearn" and kind in FORESTS | TREES:
+        if kind in FORESTS | TREES:
             return CompiledModel(estimator)
         if is_linear(final):
             return CompiledLinear(estimator)

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .compiled import NotCompiled, split_pipeline
+from .compiled import NotCompiled, from_scikit_learn, split_pipeline
 
 FORESTS = frozenset(
     {
@@ -108,7 +108,7 @@ class CompiledModel:
         self.transform, final = split_pipeline(estimator)
         self.final = final
         kind = type(final).__name__
-        if type(final).__module__.split(".")[0] != "sklearn" or kind not in FORESTS | TREES:
+        if not from_scikit_learn(final) or kind not in FORESTS | TREES:
             raise NotCompiled(f"{kind} is not a scikit-learn tree or forest")
         if getattr(final, "n_outputs_", 1) != 1:
             raise NotCompiled(f"{kind} has {final.n_outputs_} outputs; only one is compiled")
