@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
@@ -768,12 +769,12 @@ MEASURE = textwrap.dedent(
     from flywheel.api.dataset import DatasetSpec
     from flywheel.workloads.snapshot import take_snapshot
 
-    small, big, out = sys.argv[1:]
+    small, big, out, data_format = sys.argv[1:]
 
     def spec(uri):
         columns = [{"name": "x", "type": "float"}, {"name": "label", "type": "string"}]
         return DatasetSpec.model_validate(
-            {"source": {"uri": uri, "format": "csv"}, "schema": {"columns": columns}}
+            {"source": {"uri": uri, "format": data_format}, "schema": {"columns": columns}}
         )
 
     def status(field):
@@ -791,11 +792,9 @@ MEASURE = textwrap.dedent(
 )
 
 
-def generate_csv(path: Path, megabytes: int) -> int:
-    """A CSV of about `megabytes`: one random block of rows written over and over."""
+def random_block(n: int = 100_000) -> pa.Table:
     rng = np.random.default_rng(7)
-    n = 100_000
-    block = pa.table(
+    return pa.table(
         {
             "id": np.arange(n),
             "x": rng.normal(size=n).round(4),
@@ -804,6 +803,12 @@ def generate_csv(path: Path, megabytes: int) -> int:
             "note": np.char.add("n", rng.integers(0, 50_000, n).astype(str)),
         }
     )
+
+
+def generate_csv(path: Path, megabytes: int) -> int:
+    """A CSV of about `megabytes`: one random block of rows written over and over."""
+    block = random_block()
+    n = len(block)
     sink = pa.BufferOutputStream()
     pacsv.write_csv(block, sink)
     header, body = sink.getvalue().to_pybytes().split(b"\n", 1)
@@ -815,15 +820,35 @@ def generate_csv(path: Path, megabytes: int) -> int:
     return n * repeats
 
 
+def generate_parquet(path: Path, megabytes: int) -> int:
+    """A Parquet file of about `megabytes` in row groups of 256k rows, as
+    pyarrow writes them by default for larger tables."""
+    block = random_block()
+    sink = pa.BufferOutputStream()
+    pq.write_table(block, sink)
+    repeats = -(-(megabytes << 20) // sink.getvalue().size)
+    with pq.ParquetWriter(path, block.schema) as out:
+        for _ in range(repeats):
+            out.write_table(block, row_group_size=256 * 1024)
+    return len(block) * repeats
+
+
+# Parquet's batches are larger (SNAPSHOT_PARQUET_BATCH_CELLS) and decoded on
+# every core: ~45 MiB whatever the file's size, so its file is larger.
+BOUNDED_MEMORY_FILES = {"csv": (generate_csv, 50), "parquet": (generate_parquet, 150)}
+
+
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
-def test_memory_stays_bounded_on_a_50_mb_csv(iris, tmp_path):
-    small = write(iris, tmp_path / "small.csv")
-    big = tmp_path / "big.csv"
-    rows = generate_csv(big, 50)
+@pytest.mark.parametrize("fmt", BOUNDED_MEMORY_FILES)
+def test_memory_stays_bounded_on_a_large_file(iris, tmp_path, fmt):
+    small = write(iris, tmp_path / f"small.{fmt}")
+    big = tmp_path / f"big.{fmt}"
+    generate, megabytes = BOUNDED_MEMORY_FILES[fmt]
+    rows = generate(big, megabytes)
     size = big.stat().st_size
 
     run = subprocess.run(
-        [sys.executable, "-c", MEASURE, small.as_uri(), big.as_uri(), tmp_path.as_uri()],
+        [sys.executable, "-c", MEASURE, small.as_uri(), big.as_uri(), tmp_path.as_uri(), fmt],
         capture_output=True,
         text=True,
         timeout=300,
