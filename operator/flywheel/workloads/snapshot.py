@@ -198,10 +198,11 @@ def dataset_snapshot_command(
     Credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (s3://) or
     HTTP_AUTHORIZATION (https://). Exits 0 when the snapshot ran, whether or not
     validation passed; otherwise with the code of the error reason."""
-    from .allocator import use_system_allocator
+    from .allocator import bound_arrow_threads, use_system_allocator
     from .without_pandas import pandas_not_importable
 
     use_system_allocator()  # first: before pyarrow loads
+    bound_arrow_threads()
     secrets = secret_values(os.environ)
     configure_logging(secrets)
     with pandas_not_importable():  # pyarrow would import it for nothing: ~0.2 s
