@@ -211,10 +211,11 @@ def parquet_batches(
     """Column names and batches; the text columns named in `dictionary` stay
     dictionary-encoded, as Parquet stores them, instead of being expanded."""
     # buffer_size streams column chunks instead of loading a row group whole.
-    # Columns are decoded in parallel: on one thread decoding was the
-    # snapshot's critical path (1.1 s of the bench's 1.5 s; 0.7 s on two
-    # cores), for ~5-10 MiB more peak memory on a 50 MiB file. Memory stays
-    # bounded by the batch (test_memory_stays_bounded_on_a_large_file).
+    # Columns are decoded in parallel, on the two threads the snapshot gives
+    # Arrow (allocator.bound_arrow_threads): on one thread decoding was the
+    # snapshot's critical path (1.1 s of the bench's 1.5 s; 0.7 s on two),
+    # for ~10 MiB more peak memory. Memory stays bounded by the batch
+    # (test_memory_stays_bounded_on_a_large_file).
     parquet = pq.ParquetFile(path, buffer_size=CHUNK_BYTES, pre_buffer=False)
     encoded = [
         f.name for f in parquet.schema_arrow if f.name in dictionary and pa.types.is_string(f.type)
