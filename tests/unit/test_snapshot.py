@@ -822,20 +822,20 @@ def generate_csv(path: Path, megabytes: int) -> int:
 
 
 def generate_parquet(path: Path, megabytes: int) -> int:
-    """A Parquet file of about `megabytes` in row groups of 256k rows, as
-    pyarrow writes them by default for larger tables."""
+    """A Parquet file of about `megabytes`: one random block of rows written
+    over and over, a row group each."""
     block = random_block()
     sink = pa.BufferOutputStream()
     pq.write_table(block, sink)
     repeats = -(-(megabytes << 20) // sink.getvalue().size)
     with pq.ParquetWriter(path, block.schema) as out:
         for _ in range(repeats):
-            out.write_table(block, row_group_size=256 * 1024)
+            out.write_table(block)
     return len(block) * repeats
 
 
 # Parquet's batches are larger (SNAPSHOT_PARQUET_BATCH_CELLS) and its columns
-# decoded in parallel: ~60 MiB whatever the file's size, so its file is larger.
+# decoded in parallel: ~55 MiB whatever the file's size, so its file is larger.
 BOUNDED_MEMORY_FILES = {"csv": (generate_csv, 50), "parquet": (generate_parquet, 150)}
 # As on a 32-core node: Arrow sizes its CPU pool from OMP_NUM_THREADS when set.
 MANY_CORES = {**os.environ, "OMP_NUM_THREADS": "32"}

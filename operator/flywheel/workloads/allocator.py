@@ -32,7 +32,7 @@ def use_system_allocator() -> None:
 # per core of the node, not of the pod. Two threads took the bench's decoding
 # from 1.1 to 0.7 s. More each keep a malloc arena of their own: a snapshot of
 # a 150 MiB file grew the process by 82-89 MiB with 8 or 32 threads, against
-# 61 with two (test_memory_stays_bounded_on_a_large_file runs as on 32 cores).
+# 55-61 with two (test_memory_stays_bounded_on_a_large_file runs as on 32 cores).
 ARROW_THREADS = 2
 
 
