@@ -5,7 +5,13 @@ operator reads the result from the pod's termination message."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import io
+import json
 
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import pytest
 from kube_helpers import wait_for
 from kubernetes import client
@@ -17,7 +23,7 @@ pytestmark = pytest.mark.integration
 SECRET_VALUE = "s3cr3t-never-shown-7731"
 
 
-def dataset(name, uri, columns=None, **spec):
+def dataset(name, uri, columns=None, data_format="csv", **spec):
     schema = {
         "target": "species",
         "columns": columns
@@ -36,7 +42,7 @@ def dataset(name, uri, columns=None, **spec):
     return {
         "kind": "Dataset",
         "metadata": {"name": name},
-        "spec": {"source": {"uri": uri, "format": "csv"}, "schema": schema, **spec},
+        "spec": {"source": {"uri": uri, "format": data_format}, "schema": schema, **spec},
     }
 
 
@@ -95,6 +101,46 @@ def test_snapshot_versions_validates_and_profiles(
         timeout=120,
     )
     assert any(reason == "NewVersion" for _, reason, _ in events(kube_api, namespace, "iris"))
+
+
+def test_parquet_in_the_object_store_is_profiled_as_its_csv_is(
+    operator, objects, namespace, artifact_secret, object_store
+):
+    # The same rows as Parquet (three row groups) and as CSV, side by side.
+    store = object_store.client()
+    bucket = object_store.make_bucket(f"formats-{namespace}")
+    parquet = pa.BufferOutputStream()
+    pq.write_table(pacsv.read_csv(io.BytesIO(iris_csv())), parquet, row_group_size=50)
+    parquet_bytes = parquet.getvalue().to_pybytes()
+    store.put_object(Bucket=bucket, Key="parquet/iris.parquet", Body=parquet_bytes)
+    store.put_object(Bucket=bucket, Key="csv/iris.csv", Body=iris_csv())
+    objects.create(namespace, dataset("iris-pq", f"s3://{bucket}/parquet/", data_format="parquet"))
+    objects.create(namespace, dataset("iris-csv", f"s3://{bucket}/csv/"))
+
+    done = {n: wait_for(lambda n=n: ready_or_failed(objects, namespace, n), timeout=120)
+            for n in ("iris-pq", "iris-csv")}  # fmt: skip
+
+    assert done["iris-pq"]["phase"] == "Ready", done["iris-pq"]
+    assert done["iris-pq"]["rows"] == 150 and done["iris-pq"]["validation"]["passed"] is True
+    # The version is the content hash of the object's bytes, as for CSV.
+    digest = hashlib.sha256(parquet_bytes).hexdigest()
+    line = json.dumps(["iris.parquet", len(parquet_bytes), digest])
+    assert done["iris-pq"]["version"] == hashlib.sha256(f"{line}\n".encode()).hexdigest()
+
+    def columns(status):
+        bucket, key = status["profileUri"].removeprefix("s3://").split("/", 1)
+        profile = json.loads(store.get_object(Bucket=bucket, Key=key)["Body"].read())
+        return {c["name"]: c for c in profile["columnProfiles"]}
+
+    from_parquet, from_csv = columns(done["iris-pq"]), columns(done["iris-csv"])
+    assert from_parquet.keys() == from_csv.keys() == set(COLUMNS)
+    for name, column in from_csv.items():
+        # Means may differ in the last digit: sums depend on the batches' layout.
+        floats = {k for k, v in column.items() if isinstance(v, float)}
+        exact = {k: v for k, v in column.items() if k not in floats}
+        assert {k: v for k, v in from_parquet[name].items() if k not in floats} == exact, name
+        close = {k: from_parquet[name].get(k) for k in floats}
+        assert close == pytest.approx({k: column[k] for k in floats}, rel=1e-12), name
 
 
 def test_bad_data_names_rule_and_column(operator, objects, namespace, artifact_secret, data_bucket):
