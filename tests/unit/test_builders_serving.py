@@ -71,6 +71,33 @@ def test_autoscaled_deployment_leaves_replicas_to_the_hpa():
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 5)
 
 
+def test_both_tracks_run_where_spec_scheduling_says():
+    raw = {
+        "stable": {"modelVersion": "a"},
+        "scheduling": {
+            "nodeSelector": {"nvidia.com/gpu.present": "true"},
+            "tolerations": [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+            ],
+        },
+    }
+    spec = InferenceServiceSpec.model_validate(raw)
+    for track in ("stable", "canary"):
+        pod = build_deployment(body(raw), spec, track, MODEL, 1, SETTINGS)["spec"]["template"][
+            "spec"
+        ]
+        assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+        assert pod["tolerations"] == [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+        ]
+    # Without it the pods go wherever the scheduler puts them: neither field is set.
+    plain = {"stable": {"modelVersion": "a"}}
+    pod = build_deployment(
+        body(plain), InferenceServiceSpec.model_validate(plain), "stable", MODEL, 1, SETTINGS
+    )["spec"]["template"]["spec"]
+    assert "nodeSelector" not in pod and "tolerations" not in pod
+
+
 def test_services_select_one_track_or_both():
     umbrella, canary = build_service(body({}), None), build_service(body({}), "canary")
     assert umbrella["metadata"]["name"] == "iris"

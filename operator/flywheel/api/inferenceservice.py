@@ -14,6 +14,7 @@ from .common import (
     Name,
     ResourceRequirements,
     ResourceStatus,
+    Scheduling,
     StatusModel,
     cel,
     k8s,
@@ -250,6 +251,9 @@ class InferenceServiceSpec(Model):
     autoscaling: Autoscaling | None = Field(default=None, description="HorizontalPodAutoscaler.")
     resources: ResourceRequirements | None = Field(
         default=None, description="Resources of each model-server pod."
+    )
+    scheduling: Scheduling | None = Field(
+        default=None, description="Node selector and tolerations of the model-server pods."
     )
     traffic: Traffic | None = Field(default=None, description="How traffic is split.")
     logging: InferenceLogging | None = Field(default=None, description="Inference logging.")

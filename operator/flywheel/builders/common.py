@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from ..api.common import GROUP
+from ..api.common import GROUP, Scheduling
 
 MANAGED_BY = "flywheel"
 # Kubernetes names of most children are DNS labels: 63 characters at most.
@@ -106,3 +106,14 @@ def env_value(name: str, value: str | None) -> dict[str, Any]:
 def env_field(name: str, field_path: str) -> dict[str, Any]:
     """A container env variable from the downward API (e.g. metadata.name)."""
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": field_path}}}
+
+
+def placement(scheduling: Scheduling | None) -> dict[str, Any]:
+    """A pod spec's nodeSelector and tolerations from a spec's `scheduling`
+    (nothing when it sets none)."""
+    fields: dict[str, Any] = {}
+    if scheduling and scheduling.node_selector:
+        fields["nodeSelector"] = dict(scheduling.node_selector)
+    if scheduling and scheduling.tolerations:
+        fields["tolerations"] = [t.to_wire() for t in scheduling.tolerations]
+    return fields

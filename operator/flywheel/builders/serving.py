@@ -21,6 +21,7 @@ from .common import (
     env_value,
     labels,
     metadata,
+    placement,
     secret_env,
 )
 
@@ -161,6 +162,7 @@ def build_deployment(
                 "terminationGracePeriodSeconds": 30,
                 "containers": [container],
                 "volumes": [{"name": "tmp", "emptyDir": {}}],
+                **placement(spec.scheduling),
             },
         },
     }

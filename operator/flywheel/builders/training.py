@@ -20,6 +20,7 @@ from .common import (
     env_value,
     fail_job_on_exit_codes,
     metadata,
+    placement,
     secret_env,
 )
 
@@ -97,10 +98,7 @@ def build_training_job(
         "containers": [container],
         "volumes": [{"name": "tmp", "emptyDir": {}}],
     }
-    if spec.scheduling and spec.scheduling.node_selector:
-        pod["nodeSelector"] = dict(spec.scheduling.node_selector)
-    if spec.scheduling and spec.scheduling.tolerations:
-        pod["tolerations"] = [t.to_wire() for t in spec.scheduling.tolerations]
+    pod.update(placement(spec.scheduling))
     meta = metadata(run, training_job_name(name, dataset_version), COMPONENT)
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.backoff_limit,
