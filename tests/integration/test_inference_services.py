@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+import controlplane
 import pytest
 from kube_helpers import RESYNC_SECONDS, WRITE_VERBS, apiserver_requests, wait_for
 from kubernetes import client
@@ -84,6 +85,45 @@ def env_of(deployment) -> dict[str, str]:
 def events_of(kube_api, namespace, name):
     items = client.CoreV1Api(kube_api).list_namespaced_event(namespace).items
     return [(e.type, e.reason, e.message) for e in items if e.involved_object.name == name]
+
+
+def test_a_pod_no_node_takes_is_named_until_spec_scheduling_places_it(
+    operator, objects, namespace, models, kube_api
+):
+    """The real scheduler finds no node for the stable pod: status says so in
+    the scheduler's words and names spec.scheduling; setting it to the fake
+    node's selector and toleration moves the pods there, and the service is
+    Ready."""
+    nowhere = {"nodeSelector": {"flywheel.dev/pool": "none-such"}}
+    objects.create(namespace, service("placed", "iris-a", scheduling=nowhere))
+    status = wait_phase(objects, namespace, "placed", "Pending", reason="Unschedulable")
+    message = ready_condition(status)["message"]
+    assert message.startswith("waiting for a ready model-server pod for iris-a: pod placed-stable-")
+    assert "cannot be scheduled: 0/" in message
+    assert "didn't match Pod's node affinity/selector" in message
+    assert message.endswith(
+        "(spec.scheduling sets its nodeSelector and tolerations; "
+        "or add nodes or capacity that fit it)"
+    )
+    assert ("Normal", "Unschedulable") in {e[:2] for e in events_of(kube_api, namespace, "placed")}
+
+    key, value = controlplane.KWOK_ANNOTATION
+    toleration = {"key": key, "operator": "Equal", "value": value, "effect": "NoSchedule"}
+    fake_node = {
+        "nodeSelector": {"flywheel.dev/pool": None, "type": "kwok"},
+        "tolerations": [toleration],
+    }
+    objects.patch(namespace, "InferenceService", "placed", {"spec": {"scheduling": fake_node}})
+    status = wait_phase(objects, namespace, "placed", "Ready")
+    assert status["stable"]["readyReplicas"] == 1
+    pods = (
+        client.CoreV1Api(kube_api)
+        .list_namespaced_pod(namespace, label_selector=f"{GROUP}/inferenceservice=placed")
+        .items
+    )
+    placed = [p for p in pods if not p.metadata.deletion_timestamp]
+    assert [p.spec.node_name for p in placed] == [controlplane.NODE_NAME]
+    assert placed[0].spec.node_selector == {"type": "kwok"}
 
 
 def test_serves_stable_with_tracks_services_and_security(

@@ -101,6 +101,11 @@ CASES = [
         "CreateContainerConfigError",
         "Secret or ConfigMap",
     ),  # fmt: skip
+    (
+        run("no-node", scheduling={"nodeSelector": {"flywheel.dev/pool": "none-such"}}),
+        "Unschedulable",
+        "(spec.scheduling sets its nodeSelector and tolerations",
+    ),
     (model("no-run", trainingRun="absent"), "TrainingRunNotFound", "spec.source.trainingRun"),
     (
         model("no-mlflow-run", mlflowRunId="0" * 32, artifactUri="runs:/" + "0" * 32 + "/model"),

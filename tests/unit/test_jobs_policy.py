@@ -42,6 +42,52 @@ def test_pods_on_their_way_are_not_stuck():
     assert stuck_pod([pod("ErrImagePull", init=True)])[0] == "ErrImagePull"
 
 
+SCHEDULER_SAYS = (
+    "0/2 nodes are available: 1 Insufficient nvidia.com/gpu, 1 node(s) had untolerated "
+    "taint {dedicated: gpu}. preemption: 0/2 nodes are available: 2 No preemption victims "
+    "found for incoming pod."
+)
+
+
+def pending(condition_status="False", reason="Unschedulable", message=SCHEDULER_SAYS):
+    condition = {"type": "PodScheduled", "status": condition_status, "reason": reason}
+    if message is not None:
+        condition["message"] = message
+    return {"metadata": {"name": "iris-stable-7d9f"}, "status": {"phase": "Pending",
+            "conditions": [condition]}}  # fmt: skip
+
+
+def test_a_pod_no_node_takes_is_named_with_the_schedulers_words_and_the_field():
+    reason, message = stuck_pod([pending()], placement_field="spec.scheduling")
+    assert reason == "Unschedulable"
+    assert message == (
+        f"pod iris-stable-7d9f cannot be scheduled: {SCHEDULER_SAYS} "
+        "(spec.scheduling sets its nodeSelector and tolerations; "
+        "or add nodes or capacity that fit it)"
+    )
+
+
+def test_an_unschedulable_pod_of_a_kind_without_placement_is_named_with_the_other_fix():
+    reason, message = stuck_pod([pending(message=None)])
+    assert (reason, message) == (
+        "Unschedulable",
+        "pod iris-stable-7d9f cannot be scheduled (add nodes or capacity that fit it)",
+    )
+
+
+def test_the_schedulers_long_explanation_is_cut_to_its_gist():
+    _, message = stuck_pod([pending(message="0/500 nodes are available: " + "x" * 5000)])
+    assert len(message) < 500 and message.startswith(
+        "pod iris-stable-7d9f cannot be scheduled: 0/500"
+    )
+
+
+def test_pods_being_scheduled_or_scheduled_are_not_unschedulable():
+    assert stuck_pod([pending(condition_status="True", reason=None)]) is None
+    # Waiting for a scheduling gate is the gate owner's business, not a node's.
+    assert stuck_pod([pending(reason="SchedulingGated")]) is None
+
+
 def ended(created, phase, message=None):
     state = {"terminated": {"exitCode": 10, "message": message}} if message else {"running": {}}
     return {

@@ -167,9 +167,10 @@ def assess(
     )
     stuck = None
     if stable_ready == 0 and deployment_has_synced(stable_deployment):
-        # Why no pod serves: an image or a Secret a person must fix? (A new
-        # Deployment has no pods to list yet.)
-        stuck = stuck_pod(children.list_pods(namespace, selector(name, "stable")))
+        # Why no pod serves: an image, a Secret or a node a person must see
+        # to? (A new Deployment has no pods to list yet.)
+        pods = children.list_pods(namespace, selector(name, "stable"))
+        stuck = stuck_pod(pods, placement_field="spec.scheduling")
     assessment = _verdict(
         proposed, status, fields, events, stable_name, stable_ready, stable_done, canary_name,
         stuck,

@@ -162,7 +162,7 @@ def _follow(spec, body, status, settings: Settings) -> Assessment:
     pods = kube.job_pods(namespace, status["jobName"]) if job_has_started(job) else []
     fields = {"attempts": len(pods)}
     if not job_finished(job):
-        stuck = stuck_pod(pods)
+        stuck = stuck_pod(pods, placement_field="spec.scheduling")
         if stuck:  # stays Running: the Job resumes by itself once someone fixes it
             return Assessment("Running", [accepted(), _not_ready(*stuck)], fields)
         failed = failed_attempt(pods)

@@ -70,10 +70,28 @@ def deployment_has_synced(deployment: dict[str, Any]) -> bool:
     return (deployment.get("status") or {}).get("observedGeneration") is not None
 
 
-def stuck_pod(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
-    """(reason, message) when a pod waits in a state only a person can fix, e.g.
-    ('ImagePullBackOff', 'pod x: container train: ...'), else None."""
+# The scheduler's explanation can list every node pool; a condition keeps its gist.
+_SCHEDULER_MESSAGE_CHARS = 400
+
+
+def stuck_pod(
+    pods: list[dict[str, Any]], placement_field: str | None = None
+) -> tuple[str, str] | None:
+    """(reason, message) when a pod waits in a state only a person (or a node
+    autoscaler) can end, e.g. ('ImagePullBackOff', 'pod x: container train:
+    ...') or ('Unschedulable', 'pod x cannot be scheduled: 0/3 nodes are
+    available: ...'), else None. `placement_field` names the spec field that
+    says where the pods may run, for the message's fix."""
     for pod in pods:
+        unschedulable = _unschedulable(pod)
+        if unschedulable is not None:
+            message = f"pod {pod['metadata']['name']} cannot be scheduled"
+            if unschedulable:
+                message += f": {unschedulable[:_SCHEDULER_MESSAGE_CHARS]}"
+            fix = "add nodes or capacity that fit it"
+            if placement_field:
+                fix = f"{placement_field} sets its nodeSelector and tolerations; or {fix}"
+            return "Unschedulable", f"{message} ({fix})"
         statuses = (pod.get("status") or {}).get("containerStatuses") or []
         statuses += (pod.get("status") or {}).get("initContainerStatuses") or []
         for status in statuses:
@@ -85,6 +103,16 @@ def stuck_pod(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
                     f"pod {pod['metadata']['name']}: container {status['name']}: {_STUCK[reason]}"
                 )
                 return reason, f"{message} ({detail})" if detail else message
+    return None
+
+
+def _unschedulable(pod: dict[str, Any]) -> str | None:
+    """The scheduler's reason ('' when it gave none) for a pod it found no
+    node for, else None. The scheduler sets PodScheduled=False/Unschedulable."""
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        state = (condition.get("type"), condition.get("status"), condition.get("reason"))
+        if state == ("PodScheduled", "False", "Unschedulable"):
+            return (condition.get("message") or "").strip()
     return None
 
 
