@@ -93,7 +93,7 @@ def test_a_pod_no_node_takes_is_named_until_spec_scheduling_places_it(
     """The real scheduler finds no node for the stable pod: status says so in
     the scheduler's words and names spec.scheduling; setting it to the fake
     node's selector and toleration moves the pods there, and the service is
-    Ready."""
+    Ready. A canary whose pods find no node says so in its analysis."""
     nowhere = {"nodeSelector": {"flywheel.dev/pool": "none-such"}}
     objects.create(namespace, service("placed", "iris-a", scheduling=nowhere))
     status = wait_phase(objects, namespace, "placed", "Pending", reason="Unschedulable")
@@ -124,6 +124,30 @@ def test_a_pod_no_node_takes_is_named_until_spec_scheduling_places_it(
     placed = [p for p in pods if not p.metadata.deletion_timestamp]
     assert [p.spec.node_name for p in placed] == [controlplane.NODE_NAME]
     assert placed[0].spec.node_selector == {"type": "kwok"}
+
+    # A canary whose pods find no node: the stable pod keeps serving (the
+    # stable Deployment's new pod waits too, maxUnavailable 0), and the
+    # analysis says why the canary is not judged.
+    canary = {"modelVersion": "iris-b", "analysis": fast_analysis()}
+    nowhere_again = {"nodeSelector": {"type": None, "flywheel.dev/pool": "none-such"}}
+    objects.patch(
+        namespace,
+        "InferenceService",
+        "placed",
+        {"spec": {"canary": canary, "scheduling": nowhere_again}},
+    )
+
+    def canary_named():
+        status = status_of(objects, namespace, "placed")
+        message = ready_condition(status).get("message") or ""
+        return status if "canary iris-b: waiting for the canary's pods: pod" in message else None
+
+    status = wait_for(canary_named, timeout=120, what="the canary's unschedulable pod named")
+    message = ready_condition(status)["message"]
+    assert message.startswith("iris-a serves; canary iris-b: waiting for the canary's pods: ")
+    assert "pod placed-canary-" in message and "cannot be scheduled: 0/" in message
+    assert status["phase"] == "Progressing" and status["stable"]["readyReplicas"] == 1
+    assert status["analysis"]["message"].startswith("waiting for the canary's pods: pod")
 
 
 def test_serves_stable_with_tracks_services_and_security(

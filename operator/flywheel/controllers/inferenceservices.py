@@ -187,10 +187,12 @@ def _run_canary(
         "apps/v1", "Deployment", meta["namespace"], track_name(meta["name"], "canary")
     )
     ready, done = _rollout_state(deployment) if deployment else (0, False)
-    pods = _pod_urls(meta["namespace"], meta["name"], "canary")
+    pods = children.list_pods(meta["namespace"], selector(meta["name"], "canary"))
+    stuck = None if ready else stuck_pod(pods, placement_field="spec.scheduling")
     step = rollout.analyse(
         meta["uid"], meta["namespace"], canary_name, analysis_spec, status,
-        canary_ready=done and ready > 0, pod_urls=pods, now=now,
+        canary_ready=done and ready > 0, pod_urls=_pod_urls(pods), now=now,
+        stuck=stuck[1] if stuck else None,
     )  # fmt: skip
     split = plan_split(router, step.weight, stable_replicas)
     fields: dict[str, Any] = {"analysis": step.analysis}
@@ -370,8 +372,8 @@ def _desired(deployment: Mapping[str, Any]) -> int:
     return 1 if replicas is None else replicas
 
 
-def _pod_urls(namespace: str, service: str, track: str) -> dict[str, str]:
-    pods = children.list_pods(namespace, selector(service, track))
+def _pod_urls(pods: list[dict[str, Any]]) -> dict[str, str]:
+    """The metrics URLs of the ready pods among `pods`, by pod name."""
     urls = {}
     for pod in pods:
         ip = (pod.get("status") or {}).get("podIP")

@@ -59,8 +59,10 @@ def analyse(
     canary_ready: bool,
     pod_urls: Mapping[str, str],
     now: datetime,
+    stuck: str | None = None,
 ) -> Step:
-    """Advance the analysis of ModelVersion `canary` by what the last interval showed."""
+    """Advance the analysis of ModelVersion `canary` by what the last interval
+    showed. `stuck`: why the canary's pods cannot start, when a person must act."""
     old = dict(status.get("analysis") or {})
     if old.get("modelVersion") != canary:
         old = {"history": old.get("history")}  # a new canary starts from step 0
@@ -75,7 +77,8 @@ def analyse(
     if not canary_ready:
         # Figures from pods that are starting would judge the start-up, not the model.
         forget(uid)
-        analysis = {**old, "windowStart": None, "message": "waiting for the canary's pods"}
+        waiting = "waiting for the canary's pods" + (f": {stuck}" if stuck else "")
+        analysis = {**old, "windowStart": None, "message": waiting}
         return Step(analysis, progress.weight, None)
     window = old.get("windowStart")
     if window is None or (not spec.prometheus_url and (uid, canary) not in _baselines):
