@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..api.conditions import find
+
 
 def job_finished(job: dict[str, Any]) -> str | None:
     """'Complete' or 'Failed' once the Job controller has decided, else None."""
@@ -109,10 +111,9 @@ def stuck_pod(
 def _unschedulable(pod: dict[str, Any]) -> str | None:
     """The scheduler's reason ('' when it gave none) for a pod it found no
     node for, else None. The scheduler sets PodScheduled=False/Unschedulable."""
-    for condition in (pod.get("status") or {}).get("conditions") or []:
-        state = (condition.get("type"), condition.get("status"), condition.get("reason"))
-        if state == ("PodScheduled", "False", "Unschedulable"):
-            return (condition.get("message") or "").strip()
+    scheduled = find((pod.get("status") or {}).get("conditions"), "PodScheduled") or {}
+    if (scheduled.get("status"), scheduled.get("reason")) == ("False", "Unschedulable"):
+        return (scheduled.get("message") or "").strip()
     return None
 
 
