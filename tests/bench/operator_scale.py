@@ -790,12 +790,11 @@ def _run(cluster, n: int, quiet: int) -> dict[str, Any]:
         result["goals"] = goals(result)
         return result
     finally:
-        # The parents first, while the operator runs: it removes its
-        # finalizers as they go. With the operator stopped first, the
-        # namespace stayed Terminating for good, 2,000 objects in it, on a
-        # control plane whose state is kept; and deleting the namespace under
-        # a namespace-scoped kopf stalled its watch (timers ran on, no
-        # deletion was seen).
+        # The parents first, while the operator runs. Its objects carry no
+        # finalizer now, but an older operator's did: with the operator
+        # stopped first, the namespace stayed Terminating for good, 2,000
+        # objects in it, on a control plane whose state is kept; and deleting
+        # the namespace under a namespace-scoped kopf stalled its watch.
         if operator is not None:
             with contextlib.suppress(Exception):
                 delete_parents(api, ns, timeout=600)
@@ -812,8 +811,7 @@ def earlier_bench_namespaces(api) -> list[str]:
 
 
 def delete_parents(api, ns: str, timeout: float) -> None:
-    """Delete every Flywheel object in `ns` and wait until the operator has let
-    them go (their finalizers removed)."""
+    """Delete every Flywheel object in `ns` and wait until they are gone."""
     plurals = ("inferenceservices", "modelversions", "trainingruns", "datasets")
     for plural in plurals:
         _call(api, "DELETE", custom_path(ns, plural))  # the whole collection

@@ -216,19 +216,47 @@ def test_malformed_object_gets_a_condition_and_the_operator_carries_on(
     assert "Traceback" not in operator.log_text(since=log_start)
 
 
-def test_delete_completes(operator, objects, namespace):
-    obj = {**samples()[0], "metadata": {"name": "short-lived"}}
-    objects.create(namespace, obj)
-    wait_for(lambda: reported(objects, namespace, "Dataset", "short-lived"))
-    objects.api.delete_namespaced_custom_object(
-        "mlops.flywheel.dev", "v1alpha1", namespace, "datasets", "short-lived"
+def test_no_finalizer_holds_objects_and_the_resync_still_reconciles_them(
+    operator, objects, namespace
+):
+    """The resync is the operator's own loop, not kopf's timer, so kopf puts
+    no finalizer on the objects: a delete is done at once, operator or not."""
+    run = {
+        "kind": "TrainingRun",
+        "metadata": {"name": "orphan"},
+        "spec": {
+            "datasetRef": {"name": "not-there"},
+            "trainer": {"estimator": "sklearn.linear_model.LogisticRegression"},
+        },
+    }
+    log_start = operator.log_size()
+    objects.create(namespace, run)
+    status = wait_for(lambda: reported(objects, namespace, "TrainingRun", "orphan"))
+    assert "finalizers" not in objects.get(namespace, "TrainingRun", "orphan")["metadata"]
+
+    # Someone else overwrites the phase. That is no spec change and wakes
+    # nothing: only the resync sees it, and puts the operator's back.
+    time.sleep(2 * RESYNC_SECONDS)  # the operator has seen its own write land
+    tampered = "Failed" if status["phase"] != "Failed" else "Pending"
+    objects.api.patch_namespaced_custom_object_status(
+        "mlops.flywheel.dev", "v1alpha1", namespace, "trainingruns", "orphan",
+        {"status": {"phase": tampered}},
+    )  # fmt: skip
+    assert objects.get(namespace, "TrainingRun", "orphan")["status"]["phase"] == tampered
+    wait_for(
+        lambda: (
+            objects.get(namespace, "TrainingRun", "orphan")["status"]["phase"] == status["phase"]
+        ),
+        timeout=10 * RESYNC_SECONDS,
+        what=f"the resync to put phase {status['phase']} back",
     )
 
-    def gone():
-        try:
-            objects.get(namespace, "Dataset", "short-lived")
-        except client.ApiException as err:
-            return err.status == 404
-        return False
-
-    wait_for(gone, timeout=30, what="the operator to release its finalizer")
+    objects.api.delete_namespaced_custom_object(
+        "mlops.flywheel.dev", "v1alpha1", namespace, "trainingruns", "orphan"
+    )
+    with pytest.raises(client.ApiException) as gone:  # no finalizer: gone at once
+        objects.get(namespace, "TrainingRun", "orphan")
+    assert gone.value.status == 404
+    time.sleep(2 * RESYNC_SECONDS)  # it left the schedule: no resync fails on it
+    log = operator.log_text(since=log_start)
+    assert "Traceback" not in log and "resync of TrainingRun" not in log

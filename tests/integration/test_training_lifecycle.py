@@ -170,7 +170,19 @@ def test_must_beat_production_and_deletion_policy_delete(
 
     # deletionPolicy Delete: the registry entry goes with the resource.
     name = good["modelVersion"]
+    finalizer = "mlops.flywheel.dev/finalizer"
+    assert finalizer not in objects.get(namespace, "ModelVersion", name)["metadata"].get(
+        "finalizers", []
+    ), "a Retain ModelVersion (the default) is deleted without waiting for the operator"
     objects.patch(namespace, "ModelVersion", name, {"spec": {"deletionPolicy": "Delete"}})
+    wait_for(
+        lambda: (
+            finalizer
+            in objects.get(namespace, "ModelVersion", name)["metadata"].get("finalizers", [])
+        ),
+        timeout=30,
+        what="the operator to hold the ModelVersion until its registry version is gone",
+    )
     objects.api.delete_namespaced_custom_object(
         "mlops.flywheel.dev", "v1alpha1", namespace, "modelversions", name
     )

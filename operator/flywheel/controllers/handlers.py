@@ -1,12 +1,12 @@
 """Registers one level-based reconcile per kind with kopf.
 
-Create, update, resume and a resync timer all call the same function, which
-compares the object with what it should be; see reconcile.py.
+Create, update, resume and the resync (resync.py) all call the same
+function, which compares the object with what it should be; see
+reconcile.py.
 
-kopf puts its finalizer on every object that has a timer, so that it can stop
-the timer before the object goes; the operator removes it on deletion. An
-object deleted while no operator runs keeps it until someone removes
-`mlops.flywheel.dev/finalizer` (see the README)."""
+No kopf.timer, so kopf puts no finalizer on the objects: deleting one never
+waits for the operator (a ModelVersion whose deletionPolicy is Delete is the
+exception: its registry version goes first, see modelversions.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,13 @@ import kopf
 from ..api.common import GROUP, VERSION
 from ..api.kinds import Kind
 from ..config import RESYNC_SECONDS
+from ..integrations.kube import POOL_CONNECTIONS
 from .reconcile import forget_object
+from .resync import Resync
+
+# A quarter of the handler threads at most: the resync must not keep
+# creates, edits and wake-ups waiting.
+RESYNC = Resync(RESYNC_SECONDS, concurrency=max(1, POOL_CONNECTIONS // 4))
 
 
 def register(kind: Kind, handler: Callable[..., Any]) -> None:
@@ -26,8 +32,16 @@ def register(kind: Kind, handler: Callable[..., Any]) -> None:
     kopf.on.resume(*resource)(handler)
     kopf.on.create(*resource)(handler)
     kopf.on.update(*resource)(handler)
-    kopf.timer(*resource, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)(handler)
 
-    @kopf.on.delete(*resource, optional=True)
-    def forget(name: str, namespace: str, uid: str, **_: Any) -> None:
-        forget_object(kind.kind, namespace, name, uid)
+    # A coroutine: kopf runs it on its event loop at once, on every watch
+    # event, and it only notes the body (resync.py).
+    @kopf.on.event(*resource, id=f"resync_{kind.plural}")
+    async def schedule(event, body, namespace: str, name: str, uid: str, **kwargs: Any) -> None:
+        RESYNC.on_event(kind, handler, event, body, namespace, name, kwargs)
+        if event.get("type") == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
+            forget_object(kind.kind, namespace, name, uid)
+
+
+@kopf.on.cleanup()
+async def stop_resync(**_: Any) -> None:
+    await RESYNC.stop()

@@ -104,7 +104,14 @@ def reconcile_model_version(
 register(MODEL_VERSION, reconcile_model_version)
 
 
-@kopf.on.delete(GROUP, VERSION, MODEL_VERSION.plural, optional=True)
+def _deletes_registry_version(spec: Mapping[str, Any], **_: Any) -> bool:
+    return spec.get("deletionPolicy") == "Delete"
+
+
+# Not optional, so kopf holds a ModelVersion with deletionPolicy Delete by its
+# finalizer until the registry version is gone (MLflow may be down a while);
+# only those: a Retain one (the default) is deleted at once.
+@kopf.on.delete(GROUP, VERSION, MODEL_VERSION.plural, when=_deletes_registry_version)
 def delete_registry_version(spec: Mapping[str, Any], status: Mapping[str, Any], **_: Any) -> None:
     """deletionPolicy Delete removes the registry version too; Retain keeps it."""
     version = status.get("registryVersion")

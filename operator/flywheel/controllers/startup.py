@@ -10,6 +10,7 @@ import kopf
 from ..api.common import GROUP
 from ..integrations import kube
 from . import wake
+from .handlers import RESYNC
 
 
 @kopf.on.startup()
@@ -38,18 +39,15 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # One handler thread per pooled apiserver connection (kube.POOL_CONNECTIONS).
     settings.execution.max_workers = kube.POOL_CONNECTIONS
     wake.HANDLER_THREADS[:] = [settings.execution.executor]
+    RESYNC.executor = settings.execution.executor
     settings.batching.error_delays = (1, 2, 5, 10, 30, 60, 120)
-    # A timer caught mid-reconcile when its object is deleted (or the operator
-    # stops) is looked at again only every cancellation_polling seconds, 60 by
-    # default: the finalizer, or the exit, waited up to a minute for a reconcile
-    # that ends in well under a second.
-    settings.background.cancellation_polling = 1.0
-    # The wake-up handlers (wake.py) run on every watch event of the objects
-    # others wait on and of our Jobs and Deployments; kopf logs each run at
-    # info. What they do is logged when they do it; their "succeeded" is noise.
+    # The wake-up and resync handlers (wake.py, handlers.py) run on every
+    # watch event; kopf logs each run at info. What they do is logged when
+    # they do it; their "succeeded" is noise.
     logging.getLogger("kopf.objects").addFilter(quiet_wake_handlers)
 
 
 def quiet_wake_handlers(record: logging.LogRecord) -> bool:
     message = record.getMessage()
-    return not (message.startswith("Handler 'wake_") and message.endswith(" succeeded."))
+    every_event = message.startswith(("Handler 'wake_", "Handler 'resync_"))
+    return not (every_event and message.endswith(" succeeded."))
