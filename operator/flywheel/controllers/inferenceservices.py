@@ -112,8 +112,11 @@ def assess(
         "replicas": _desired(stable_deployment),
         "readyReplicas": stable_ready,
     }
-    if status.get("servingModelVersion") != stable_name:
-        events.append(("Normal", "Serving", f"{stable_name} serves as stable"))
+    replaced = status.get("servingModelVersion")
+    if replaced and replaced != stable_name:
+        # A new service says what it serves through its conditions (waiting
+        # for pods, then Ready): one Event fewer per object at creation.
+        events.append(("Normal", "Serving", f"{stable_name} serves as stable (was {replaced})"))
     fields["servingModelVersion"] = stable_name
     _move_production_alias(meta["uid"], status, fields, events, stable, settings)
 
