@@ -4,6 +4,8 @@ The loop itself runs in every integration test (FLYWHEEL_RESYNC_SECONDS=2)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import kopf
 import pytest
 from kubernetes.client.exceptions import ApiException
@@ -21,6 +23,17 @@ def body(name: str = "iris", **meta) -> dict:
 
 def noop(**_):
     pass
+
+
+class EmptyIndex(kopf.Index):
+    def __getitem__(self, key):
+        raise KeyError(key)
+
+    def __iter__(self):
+        return iter(())
+
+    def __len__(self):
+        return 0
 
 
 def test_a_new_object_is_due_one_interval_after_it_was_first_seen():
@@ -80,7 +93,7 @@ def test_deleted_and_deleting_objects_leave_the_schedule():
 @pytest.fixture
 def written(monkeypatch):
     writes: list = []
-    monkeypatch.setattr(resync_module, "write_status", lambda kind, key, s: writes.append(s))
+    monkeypatch.setattr(resync_module, "write_status", lambda key, s: writes.append(s))
     return writes
 
 
@@ -128,7 +141,7 @@ def test_a_failing_reconcile_is_logged_and_tried_again_next_interval(written, ca
 
 
 def test_an_object_gone_before_its_status_write_is_not_an_error(monkeypatch, caplog):
-    def gone(kind, key, status):
+    def gone(key, status):
         raise ApiException(status=404, reason="Not Found")
 
     def reconcile(body, patch, **_):
@@ -138,3 +151,39 @@ def test_an_object_gone_before_its_status_write_is_not_an_error(monkeypatch, cap
     resync = Resync(interval=30, concurrency=1)
     resync._resync(*taken(resync, reconcile))
     assert "resync" not in caplog.text
+
+
+def test_the_loop_resyncs_each_object_every_interval_and_outlives_a_failure(
+    written, monkeypatch, caplog
+):
+    monkeypatch.setattr(resync_module, "TICK_SECONDS", 0.01)
+    calls: list[str] = []
+
+    def reconcile(body, patch, **indexes):
+        calls.append(body["metadata"]["name"])
+        assert set(indexes) == {"model_versions"}  # kopf's indexes, handed on
+
+    async def scenario():
+        resync = Resync(interval=0.05, concurrency=2)
+        take_due, failures = resync.schedule.take_due, []
+
+        def fails_once(now):
+            if not failures:
+                failures.append(now)
+                raise RuntimeError("boom")
+            return take_due(now)
+
+        resync.schedule.take_due = fails_once
+        indexes = {"model_versions": EmptyIndex(), "logger": object()}
+        for name in ("a", "b"):
+            resync.on_event(DATASET, reconcile, {"type": None}, body(name), "team-a", name, indexes)
+        await asyncio.sleep(0.5)
+        await resync.stop()
+        stopped = len(calls)
+        await asyncio.sleep(0.1)
+        return stopped
+
+    stopped = asyncio.run(scenario())
+    assert calls.count("a") >= 3 and calls.count("b") >= 3, calls
+    assert len(calls) == stopped, "a resync ran after stop()"
+    assert "the resync loop failed; it goes on" in caplog.text

@@ -149,14 +149,19 @@ class Resync:
         slots = asyncio.Semaphore(self.concurrency)
         running: set[asyncio.Task] = set()
         while True:
-            for key, entry in self.schedule.take_due(time.monotonic()):
-                await slots.acquire()
-                context = contextvars.copy_context()
-                work = loop.run_in_executor(self.executor, context.run, self._resync, key, entry)
-                task = asyncio.ensure_future(work)
-                running.add(task)
-                task.add_done_callback(running.discard)
-                task.add_done_callback(lambda _: slots.release())
+            try:
+                for key, entry in self.schedule.take_due(time.monotonic()):
+                    await slots.acquire()
+                    context = contextvars.copy_context()
+                    work = loop.run_in_executor(
+                        self.executor, context.run, self._resync, key, entry
+                    )
+                    task = asyncio.ensure_future(work)
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                    task.add_done_callback(lambda _: slots.release())
+            except Exception:  # the loop must outlive any one failure: it is the safety net
+                log.exception("the resync loop failed; it goes on")
             await asyncio.sleep(TICK_SECONDS)
 
     def _resync(self, key: Key, entry: _Entry) -> None:
@@ -166,7 +171,7 @@ class Resync:
             entry.handler(body=entry.body, patch=patch, **self._indexes)
             status = dict(patch.get("status") or {})
             if status:
-                write_status(entry.kind, key, status)
+                write_status(key, status)
         except kopf.TemporaryError as err:
             delay = err.delay
             log.warning("resync of %s %s/%s: %s", entry.kind.kind, key[1], key[2], err)
@@ -180,7 +185,7 @@ class Resync:
             self.schedule.done(key, time.monotonic(), delay)
 
 
-def write_status(kind: Kind, key: Key, status: dict[str, Any]) -> None:
+def write_status(key: Key, status: dict[str, Any]) -> None:
     """A merge patch of the status subresource, as kopf writes it."""
     plural, namespace, name = key
     client.CustomObjectsApi(kube.api()).patch_namespaced_custom_object_status(
