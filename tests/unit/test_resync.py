@@ -81,12 +81,12 @@ def test_a_forgotten_object_is_never_due_again():
 def test_deleted_and_deleting_objects_leave_the_schedule():
     resync = Resync(interval=30, concurrency=1)
     resync.schedule.saw(KEY, DATASET, noop, body(), now=0)
-    resync.on_event(DATASET, noop, {"type": "DELETED"}, body(), "team-a", "iris", {})
+    assert resync.on_event(DATASET, noop, {"type": "DELETED"}, body(), "team-a", "iris", {})
     assert len(resync.schedule) == 0
     other = ("datasets", "team-a", "going")
     resync.schedule.saw(other, DATASET, noop, body("going"), now=0)
     going = body("going", deletionTimestamp="2026-12-05T00:00:00Z")
-    resync.on_event(DATASET, noop, {"type": "MODIFIED"}, going, "team-a", "going", {})
+    assert resync.on_event(DATASET, noop, {"type": "MODIFIED"}, going, "team-a", "going", {})
     assert len(resync.schedule) == 0
 
 
@@ -176,7 +176,9 @@ def test_the_loop_resyncs_each_object_every_interval_and_outlives_a_failure(
         resync.schedule.take_due = fails_once
         indexes = {"model_versions": EmptyIndex(), "logger": object()}
         for name in ("a", "b"):
-            resync.on_event(DATASET, reconcile, {"type": None}, body(name), "team-a", name, indexes)
+            assert not resync.on_event(
+                DATASET, reconcile, {"type": None}, body(name), "team-a", name, indexes
+            )
         await asyncio.sleep(0.5)
         await resync.stop()
         stopped = len(calls)

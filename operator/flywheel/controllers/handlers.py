@@ -37,8 +37,7 @@ def register(kind: Kind, handler: Callable[..., Any]) -> None:
     # event, and it only notes the body (resync.py).
     @kopf.on.event(*resource, id=f"resync_{kind.plural}")
     async def schedule(event, body, namespace: str, name: str, uid: str, **kwargs: Any) -> None:
-        RESYNC.on_event(kind, handler, event, body, namespace, name, kwargs)
-        if event.get("type") == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
+        if RESYNC.on_event(kind, handler, event, body, namespace, name, kwargs):  # gone or going
             forget_object(kind.kind, namespace, name, uid)
 
 

@@ -124,18 +124,20 @@ class Resync:
         self._task: asyncio.Task | None = None
         self.executor: Any = None  # kopf's handler threads (set by the caller)
 
-    def on_event(self, kind: Kind, handler, event, body, namespace, name, kwargs) -> None:
-        """Called by each kind's watch handler, on kopf's event loop."""
+    def on_event(self, kind: Kind, handler, event, body, namespace, name, kwargs) -> bool:
+        """Called by each kind's watch handler, on kopf's event loop. Whether
+        the object is gone or going (it then leaves the schedule)."""
         key = (kind.plural, namespace, name)
         meta = body.get("metadata") or {}
         if event.get("type") == "DELETED" or meta.get("deletionTimestamp"):
             self.schedule.forget(key)
-            return
+            return True
         self.schedule.saw(key, kind, handler, body, time.monotonic())
         if self._task is None:
             self._indexes = {k: v for k, v in kwargs.items() if isinstance(v, kopf.Index)}
             # The task carries this handler's context: kopf.event needs it.
             self._task = asyncio.get_running_loop().create_task(self._run())
+        return False
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -147,7 +149,6 @@ class Resync:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         slots = asyncio.Semaphore(self.concurrency)
-        running: set[asyncio.Task] = set()
         while True:
             try:
                 for key, entry in self.schedule.take_due(time.monotonic()):
@@ -156,10 +157,7 @@ class Resync:
                     work = loop.run_in_executor(
                         self.executor, context.run, self._resync, key, entry
                     )
-                    task = asyncio.ensure_future(work)
-                    running.add(task)
-                    task.add_done_callback(running.discard)
-                    task.add_done_callback(lambda _: slots.release())
+                    work.add_done_callback(lambda _: slots.release())
             except Exception:  # the loop must outlive any one failure: it is the safety net
                 log.exception("the resync loop failed; it goes on")
             await asyncio.sleep(TICK_SECONDS)
