@@ -159,6 +159,11 @@ def test_serves_stable_with_tracks_services_and_security(
     assert status["servingModelVersion"] == "iris-a"
     assert status["stable"] == {"modelVersion": "iris-a", "replicas": 2, "readyReplicas": 2}
     assert status["url"] == f"http://iris.{namespace}.svc.cluster.local"
+    # A new service says what it serves through its conditions' Events; the
+    # "serves as stable" Event is for a change of the stable model.
+    messages = [message for _, _, message in events_of(kube_api, namespace, "iris")]
+    assert any("iris-a serves with 2/2 ready replicas" in m for m in messages), messages
+    assert not [m for m in messages if "serves as stable" in m]
 
     apps, core = client.AppsV1Api(kube_api), client.CoreV1Api(kube_api)
     owner = objects.get(namespace, "InferenceService", "iris")["metadata"]["uid"]
@@ -205,6 +210,12 @@ def test_serves_stable_with_tracks_services_and_security(
 
     wait_for(rolled, timeout=180, every=0.5, what="the stable rollout to iris-b")
     assert lowest >= 2
+    serving = wait_for(
+        lambda: [e for e in events_of(kube_api, namespace, "iris") if "as stable" in e[2]],
+        timeout=30,
+        what="the Serving Event",
+    )
+    assert serving == [("Normal", "Serving", "iris-b serves as stable (was iris-a)")]
 
 
 def test_healthy_canary_moves_step_by_step_and_is_promoted(
