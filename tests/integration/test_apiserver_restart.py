@@ -30,9 +30,9 @@ from flywheel.api.common import GROUP, VERSION
 pytestmark = pytest.mark.integration
 
 OBJECTS = 200
-# Writes to one TrainingRun from creation to Succeeded: kopf's finalizer and
-# its last-handled annotation, then one status write per phase (Pending,
-# Running, Succeeded), and a few retries for conflicts and outages.
+# Writes to one TrainingRun from creation to Succeeded: one status write per
+# phase (Pending, Running, Succeeded; kopf's record of the handled spec rides
+# in the first), wake-up stamps, and a few retries for conflicts and outages.
 MAX_WRITES_PER_OBJECT = 12
 # Under this load on a shared 2-core machine the apiserver takes minutes to be ready.
 RESTART_TIMEOUT = 600

@@ -3,7 +3,9 @@ objects it cannot act on."""
 
 from __future__ import annotations
 
+import json
 import re
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from kube_helpers import RESYNC_SECONDS, wait_for
-from kubernetes import client
+from kubernetes import client, watch
 from sample_data import upload_sample_data
 
 from flywheel.api.kinds import BY_KIND
@@ -145,14 +147,15 @@ def _version(objects, namespace, obj) -> str:
     return got["metadata"]["resourceVersion"]
 
 
-def test_kopf_keys_live_under_the_project_group(operator, objects, namespace):
+def test_kopfs_records_live_in_status_not_in_annotations(operator, objects, namespace):
     objects.create(namespace, samples()[0])
     wait_for(lambda: reported(objects, namespace, "Dataset", "iris"))
     time.sleep(1)
-    meta = objects.get(namespace, "Dataset", "iris")["metadata"]
+    dataset = objects.get(namespace, "Dataset", "iris")
+    meta = dataset["metadata"]
     keys = list(meta.get("annotations", {})) + list(meta.get("finalizers", []))
-    assert not [k for k in keys if "kopf.zalando.org" in k], keys
-    assert any(k.startswith("mlops.flywheel.dev/") for k in keys), keys
+    assert not [k for k in keys if "kopf" in k or k.startswith("mlops.flywheel.dev/")], keys
+    assert "last-handled-configuration" in dataset["status"]["kopf"]
 
 
 def test_metrics_and_liveness(operator, objects, namespace):
@@ -260,3 +263,48 @@ def test_no_finalizer_holds_objects_and_the_resync_still_reconciles_them(
     time.sleep(2 * RESYNC_SECONDS)  # it left the schedule: no resync fails on it
     log = operator.log_text(since=log_start)
     assert "Traceback" not in log and "resync of TrainingRun" not in log
+
+
+def test_a_create_and_an_edit_cost_one_write_each(operator, objects, namespace):
+    """kopf's record of the handled spec rides in the operator's status write
+    (controllers/diffbase.py): no metadata PATCH of its own."""
+    changes: list[dict] = []
+
+    def record():
+        stream = watch.Watch()
+        for event in stream.stream(
+            objects.api.list_namespaced_custom_object, "mlops.flywheel.dev", "v1alpha1",
+            namespace, "trainingruns", field_selector="metadata.name=counted",
+            timeout_seconds=int(8 * RESYNC_SECONDS) + 10,
+        ):  # fmt: skip
+            changes.append(event["object"])
+
+    watcher = threading.Thread(target=record, daemon=True)
+    watcher.start()
+    time.sleep(1)  # the watch is open before the object exists
+    run = {
+        "kind": "TrainingRun",
+        "metadata": {"name": "counted"},
+        "spec": {
+            "datasetRef": {"name": "not-there"},
+            "trainer": {"estimator": "sklearn.linear_model.LogisticRegression"},
+        },
+    }
+    objects.create(namespace, run)
+    wait_for(lambda: reported(objects, namespace, "TrainingRun", "counted"))
+    time.sleep(3 * RESYNC_SECONDS)  # resyncs of a converged object write nothing
+    assert len(changes) == 2, [c["metadata"]["resourceVersion"] for c in changes]
+    handled = changes[-1]
+    assert "mlops.flywheel.dev/last-handled-configuration" not in (
+        handled["metadata"].get("annotations") or {}
+    )
+    recorded = json.loads(handled["status"]["kopf"]["last-handled-configuration"])
+    assert recorded["spec"] == handled["spec"]  # with the schema's defaults
+
+    objects.patch(namespace, "TrainingRun", "counted", {"spec": {"datasetRef": {"name": "gone"}}})
+    status = wait_for(lambda: reported(objects, namespace, "TrainingRun", "counted", 2))
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert "gone" in ready["message"], ready
+    time.sleep(3 * RESYNC_SECONDS)
+    assert len(changes) == 4, "the edit and the operator's one status write"
+    watcher.join(timeout=20)

@@ -193,3 +193,12 @@ class ResourceStatus(StatusModel):
         description="Accepted (spec is valid and references resolve) and Ready, among others.",
         json_schema_extra=k8s(list_type="map", list_map_keys=["type"]),
     )
+    kopf: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "The operator's own bookkeeping (kopf's): the spec it last handled,"
+            " which tells it an edit from a no-op, and a handler's retries."
+            " Not for people to edit."
+        ),
+        json_schema_extra=k8s(preserve_unknown_fields=True),
+    )

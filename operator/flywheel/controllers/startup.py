@@ -10,6 +10,7 @@ import kopf
 from ..api.common import GROUP
 from ..integrations import kube
 from . import wake
+from .diffbase import StatusDiffBase, progress_storage
 from .handlers import RESYNC
 
 
@@ -18,10 +19,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Our own API group owns every key kopf writes on objects, so nothing is
     # left under kopf.zalando.org and two kopf operators never collide.
     settings.persistence.finalizer = f"{GROUP}/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    # kopf's own records go in status (diffbase.py): one write, not two.
+    settings.persistence.progress_storage = progress_storage()
+    settings.persistence.diffbase_storage = StatusDiffBase()
     # A watch that silently stops delivering events is the classic way an
     # operator goes deaf (https://github.com/nolar/kopf/issues/585): the server
     # ends each watch after server_timeout and the client gives up after

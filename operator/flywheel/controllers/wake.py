@@ -25,8 +25,9 @@ wake-up (the stamp and kopf's record of having handled it), only when
 something changed: a converged cluster is still quiet.
 
 The annotation's prefix is deliberately not mlops.flywheel.dev: kopf leaves
-out of its diff the annotations under the prefix it keeps its own state in,
-so a stamp there would not count as an update.
+out of its diff the annotations under a prefix marked as a kopf operator's
+(objects from before kopf's records moved to status carry that mark), so a
+stamp there would not count as an update.
 """
 
 from __future__ import annotations

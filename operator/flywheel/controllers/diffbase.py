@@ -1,0 +1,44 @@
+"""Where kopf keeps its bookkeeping on our objects: in status, under `kopf`.
+
+kopf tells a create from an edit, and an edit from a no-op, by comparing an
+object with the copy of its spec it stored when its handlers last ran; and it
+records a handler's retries. In annotations (kopf's defaults) each create and
+each edit cost a metadata PATCH of their own beside the status PATCH the same
+reconcile writes. In status, kopf sends it all in one PATCH of the status
+subresource: `status.kopf.last-handled-configuration` and, while a handler
+retries, `status.kopf.progress`.
+
+Objects written by an older operator keep the copy in an annotation: it is
+read from there until their next change, which stores it in status and drops
+the annotation. (Their `kopf-managed` marker and any progress annotations
+stay; kopf leaves annotations under a marked prefix out of its comparison.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from ..api.common import GROUP
+
+LEGACY_KEY = "last-handled-configuration"
+
+
+class StatusDiffBase(kopf.MultiDiffBaseStorage):
+    def __init__(self) -> None:
+        self.in_status = kopf.StatusDiffBaseStorage()  # status.kopf.last-handled-configuration
+        self.legacy = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key=LEGACY_KEY)
+        # Both build the copy without their own field; fetch tries status first.
+        super().__init__([self.in_status, self.legacy])
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
+        self.in_status.store(body=body, patch=patch, essence=essence)
+        annotations = body.metadata.annotations
+        for key in self.legacy.make_keys(LEGACY_KEY, body=body):
+            if key in annotations:
+                patch.metadata.annotations[key] = None
+
+
+def progress_storage() -> kopf.StatusProgressStorage:
+    return kopf.StatusProgressStorage()  # status.kopf.progress
