@@ -19,6 +19,7 @@ from sample_data import upload_sample_data
 from flywheel.api.kinds import BY_KIND
 
 ROOT = Path(__file__).resolve().parents[2]
+LEGACY_RECORD = "mlops.flywheel.dev/last-handled-configuration"
 pytestmark = pytest.mark.integration
 
 
@@ -308,3 +309,49 @@ def test_a_create_and_an_edit_cost_one_write_each(operator, objects, namespace):
     time.sleep(3 * RESYNC_SECONDS)
     assert len(changes) == 4, "the edit and the operator's one status write"
     watcher.join(timeout=20)
+
+
+def test_an_older_operators_record_is_read_until_the_next_edit_moves_it(
+    operator, objects, namespace
+):
+    """Objects from before kopf's records moved to status carry them in an
+    annotation, under kopf's marker: read as the handled spec (no reconcile
+    of an unchanged object), then moved to status by the next edit."""
+    run = {
+        "kind": "TrainingRun",
+        "metadata": {"name": "older"},
+        "spec": {
+            "datasetRef": {"name": "not-there"},
+            "trainer": {"estimator": "sklearn.linear_model.LogisticRegression"},
+        },
+    }
+    objects.create(namespace, run)
+    wait_for(lambda: reported(objects, namespace, "TrainingRun", "older"))
+    record = objects.get(namespace, "TrainingRun", "older")["status"]["kopf"][
+        "last-handled-configuration"
+    ]
+    # What an older operator left: the record in an annotation, none in status.
+    legacy = {LEGACY_RECORD: record + "\n", "mlops.flywheel.dev/kopf-managed": "yes"}
+    objects.patch(namespace, "TrainingRun", "older", {"metadata": {"annotations": legacy}})
+    objects.api.patch_namespaced_custom_object_status(
+        "mlops.flywheel.dev", "v1alpha1", namespace, "trainingruns", "older",
+        {"status": {"kopf": None}},
+    )  # fmt: skip
+    before = objects.get(namespace, "TrainingRun", "older")
+    time.sleep(3 * RESYNC_SECONDS)
+    after = objects.get(namespace, "TrainingRun", "older")
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert "kopf" not in after["status"]
+
+    objects.patch(namespace, "TrainingRun", "older", {"spec": {"datasetRef": {"name": "gone"}}})
+    wait_for(lambda: reported(objects, namespace, "TrainingRun", "older", 2))
+    moved = wait_for(
+        lambda: (
+            (body := objects.get(namespace, "TrainingRun", "older"))
+            and LEGACY_RECORD not in body["metadata"]["annotations"]
+            and body
+        ),
+        what="the annotation to go",
+    )
+    recorded = json.loads(moved["status"]["kopf"]["last-handled-configuration"])
+    assert recorded["spec"]["datasetRef"]["name"] == "gone"
