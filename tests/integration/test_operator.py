@@ -119,7 +119,7 @@ def test_converged_objects_are_not_written_again(operator, objects, namespace, s
                 timeout=240,
                 what=f"{obj['kind']} {obj['metadata']['name']} to settle",
             )
-    # kopf finishes its own bookkeeping writes (annotations) shortly after, and
+    # kopf finishes its own bookkeeping writes shortly after, and
     # the ModelVersion reports the alias the InferenceService moved.
     wait_for(
         lambda: (
@@ -156,7 +156,7 @@ def test_kopfs_records_live_in_status_not_in_annotations(operator, objects, name
     meta = dataset["metadata"]
     keys = list(meta.get("annotations", {})) + list(meta.get("finalizers", []))
     assert not [k for k in keys if "kopf" in k or k.startswith("mlops.flywheel.dev/")], keys
-    assert "last-handled-configuration" in dataset["status"]["kopf"]
+    assert "last-handled-configuration" in dataset["status"]["flywheel"]
 
 
 def test_metrics_and_liveness(operator, objects, namespace):
@@ -299,7 +299,7 @@ def test_a_create_and_an_edit_cost_one_write_each(operator, objects, namespace):
     assert "mlops.flywheel.dev/last-handled-configuration" not in (
         handled["metadata"].get("annotations") or {}
     )
-    recorded = json.loads(handled["status"]["kopf"]["last-handled-configuration"])
+    recorded = json.loads(handled["status"]["flywheel"]["last-handled-configuration"])
     assert recorded["spec"] == handled["spec"]  # with the schema's defaults
 
     objects.patch(namespace, "TrainingRun", "counted", {"spec": {"datasetRef": {"name": "gone"}}})
@@ -327,7 +327,7 @@ def test_an_older_operators_record_is_read_until_the_next_edit_moves_it(
     }
     objects.create(namespace, run)
     wait_for(lambda: reported(objects, namespace, "TrainingRun", "older"))
-    record = objects.get(namespace, "TrainingRun", "older")["status"]["kopf"][
+    record = objects.get(namespace, "TrainingRun", "older")["status"]["flywheel"][
         "last-handled-configuration"
     ]
     # What an older operator left: the record in an annotation, none in status.
@@ -335,13 +335,13 @@ def test_an_older_operators_record_is_read_until_the_next_edit_moves_it(
     objects.patch(namespace, "TrainingRun", "older", {"metadata": {"annotations": legacy}})
     objects.api.patch_namespaced_custom_object_status(
         "mlops.flywheel.dev", "v1alpha1", namespace, "trainingruns", "older",
-        {"status": {"kopf": None}},
+        {"status": {"flywheel": None}},
     )  # fmt: skip
     before = objects.get(namespace, "TrainingRun", "older")
     time.sleep(3 * RESYNC_SECONDS)
     after = objects.get(namespace, "TrainingRun", "older")
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
-    assert "kopf" not in after["status"]
+    assert "flywheel" not in after["status"]
 
     objects.patch(namespace, "TrainingRun", "older", {"spec": {"datasetRef": {"name": "gone"}}})
     wait_for(lambda: reported(objects, namespace, "TrainingRun", "older", 2))
@@ -353,5 +353,5 @@ def test_an_older_operators_record_is_read_until_the_next_edit_moves_it(
         ),
         what="the annotation to go",
     )
-    recorded = json.loads(moved["status"]["kopf"]["last-handled-configuration"])
+    recorded = json.loads(moved["status"]["flywheel"]["last-handled-configuration"])
     assert recorded["spec"]["datasetRef"]["name"] == "gone"

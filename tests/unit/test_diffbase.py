@@ -35,7 +35,7 @@ def test_the_record_is_stored_in_status_alone_so_one_status_patch_carries_it():
     patch = kopf.Patch()
     storage.store(body=new, patch=patch, essence=storage.build(body=new))
     assert set(patch) == {"status"}
-    stored = json.loads(patch["status"]["kopf"]["last-handled-configuration"])
+    stored = json.loads(patch["status"]["flywheel"]["last-handled-configuration"])
     assert stored == {"spec": {"datasetRef": {"name": "iris"}}}
 
 
@@ -60,7 +60,7 @@ def test_an_older_operators_annotation_is_read_until_the_next_change_drops_it():
     patch = kopf.Patch()
     storage.store(body=legacy, patch=patch, essence=essence)
     assert patch["metadata"]["annotations"] == {LEGACY: None}
-    assert json.loads(patch["status"]["kopf"]["last-handled-configuration"]) == essence
+    assert json.loads(patch["status"]["flywheel"]["last-handled-configuration"]) == essence
 
 
 def test_status_wins_over_a_stale_annotation():
@@ -69,6 +69,6 @@ def test_status_wins_over_a_stale_annotation():
     new = {"spec": {"datasetRef": {"name": "new"}}}
     both = body(
         annotations={LEGACY: json.dumps(old)},
-        status={"kopf": {"last-handled-configuration": json.dumps(new)}},
+        status={"flywheel": {"last-handled-configuration": json.dumps(new)}},
     )
     assert storage.fetch(body=both) == new

@@ -193,7 +193,7 @@ class ResourceStatus(StatusModel):
         description="Accepted (spec is valid and references resolve) and Ready, among others.",
         json_schema_extra=k8s(list_type="map", list_map_keys=["type"]),
     )
-    kopf: dict[str, Any] | None = Field(
+    flywheel: dict[str, Any] | None = Field(
         default=None,
         description=(
             "The operator's own bookkeeping (kopf's): the spec it last handled,"

@@ -1,12 +1,14 @@
-"""Where kopf keeps its bookkeeping on our objects: in status, under `kopf`.
+"""Where kopf keeps its bookkeeping on our objects: in status, under `flywheel`.
 
 kopf tells a create from an edit, and an edit from a no-op, by comparing an
 object with the copy of its spec it stored when its handlers last ran; and it
 records a handler's retries. In annotations (kopf's defaults) each create and
 each edit cost a metadata PATCH of their own beside the status PATCH the same
 reconcile writes. In status, kopf sends it all in one PATCH of the status
-subresource: `status.kopf.last-handled-configuration` and, while a handler
-retries, `status.kopf.progress`.
+subresource: `status.flywheel.last-handled-configuration` and, while a handler
+retries, `status.flywheel.progress`. The key is ours, not kopf's default
+`kopf`, as our annotations' prefix was: another kopf operator watching these
+objects keeps its own records apart.
 
 Objects written by an older operator keep the copy in an annotation: it is
 read from there until their next change, which stores it in status and drops
@@ -22,12 +24,13 @@ import kopf
 
 from ..api.common import GROUP
 
+KEY = "flywheel"  # status.flywheel.last-handled-configuration
 LEGACY_KEY = "last-handled-configuration"
 
 
 class StatusDiffBase(kopf.MultiDiffBaseStorage):
     def __init__(self) -> None:
-        self.in_status = kopf.StatusDiffBaseStorage()  # status.kopf.last-handled-configuration
+        self.in_status = kopf.StatusDiffBaseStorage(name=KEY)
         self.legacy = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key=LEGACY_KEY)
         # Both build the copy without their own field; fetch tries status first.
         super().__init__([self.in_status, self.legacy])
@@ -41,4 +44,4 @@ class StatusDiffBase(kopf.MultiDiffBaseStorage):
 
 
 def progress_storage() -> kopf.StatusProgressStorage:
-    return kopf.StatusProgressStorage()  # status.kopf.progress
+    return kopf.StatusProgressStorage(name=KEY)  # status.flywheel.progress
