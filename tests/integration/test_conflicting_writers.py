@@ -16,6 +16,7 @@ import pytest
 from chaos_helpers import still
 from kube_helpers import RESYNC_SECONDS, wait_for
 from kubernetes import client, watch
+from training_helpers import orphan_run
 
 from flywheel.api.common import GROUP, VERSION
 
@@ -23,17 +24,6 @@ pytestmark = pytest.mark.integration
 
 RUNS = 8
 EDITS = 15
-
-
-def orphan_run(name: str) -> dict:
-    return {
-        "kind": "TrainingRun",
-        "metadata": {"name": name},
-        "spec": {
-            "datasetRef": {"name": "not-there-yet"},
-            "trainer": {"estimator": "sklearn.linear_model.LogisticRegression"},
-        },
-    }
 
 
 def settled(objects, namespace, name):

@@ -15,6 +15,7 @@ import yaml
 from kube_helpers import RESYNC_SECONDS, wait_for
 from kubernetes import client, watch
 from sample_data import upload_sample_data
+from training_helpers import orphan_run, ready_condition
 
 from flywheel.api.kinds import BY_KIND
 
@@ -225,14 +226,7 @@ def test_no_finalizer_holds_objects_and_the_resync_still_reconciles_them(
 ):
     """The resync is the operator's own loop, not kopf's timer, so kopf puts
     no finalizer on the objects: a delete is done at once, operator or not."""
-    run = {
-        "kind": "TrainingRun",
-        "metadata": {"name": "orphan"},
-        "spec": {
-            "datasetRef": {"name": "not-there"},
-            "trainer": {"estimator": "sklearn.linear_model.LogisticRegression"},
-        },
-    }
+    run = orphan_run("orphan")
     log_start = operator.log_size()
     objects.create(namespace, run)
     status = wait_for(lambda: reported(objects, namespace, "TrainingRun", "orphan"))
@@ -283,29 +277,18 @@ def test_a_create_and_an_edit_cost_one_write_each(operator, objects, namespace):
     watcher = threading.Thread(target=record, daemon=True)
     watcher.start()
     time.sleep(1)  # the watch is open before the object exists
-    run = {
-        "kind": "TrainingRun",
-        "metadata": {"name": "counted"},
-        "spec": {
-            "datasetRef": {"name": "not-there"},
-            "trainer": {"estimator": "sklearn.linear_model.LogisticRegression"},
-        },
-    }
-    objects.create(namespace, run)
+    objects.create(namespace, orphan_run("counted"))
     wait_for(lambda: reported(objects, namespace, "TrainingRun", "counted"))
     time.sleep(3 * RESYNC_SECONDS)  # resyncs of a converged object write nothing
     assert len(changes) == 2, [c["metadata"]["resourceVersion"] for c in changes]
     handled = changes[-1]
-    assert "mlops.flywheel.dev/last-handled-configuration" not in (
-        handled["metadata"].get("annotations") or {}
-    )
+    assert LEGACY_RECORD not in (handled["metadata"].get("annotations") or {})
     recorded = json.loads(handled["status"]["flywheel"]["last-handled-configuration"])
     assert recorded["spec"] == handled["spec"]  # with the schema's defaults
 
     objects.patch(namespace, "TrainingRun", "counted", {"spec": {"datasetRef": {"name": "gone"}}})
     status = wait_for(lambda: reported(objects, namespace, "TrainingRun", "counted", 2))
-    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
-    assert "gone" in ready["message"], ready
+    assert "gone" in ready_condition(status)["message"], status
     time.sleep(3 * RESYNC_SECONDS)
     assert len(changes) == 4, "the edit and the operator's one status write"
     watcher.join(timeout=20)
@@ -317,15 +300,7 @@ def test_an_older_operators_record_is_read_until_the_next_edit_moves_it(
     """Objects from before kopf's records moved to status carry them in an
     annotation, under kopf's marker: read as the handled spec (no reconcile
     of an unchanged object), then moved to status by the next edit."""
-    run = {
-        "kind": "TrainingRun",
-        "metadata": {"name": "older"},
-        "spec": {
-            "datasetRef": {"name": "not-there"},
-            "trainer": {"estimator": "sklearn.linear_model.LogisticRegression"},
-        },
-    }
-    objects.create(namespace, run)
+    objects.create(namespace, orphan_run("older"))
     wait_for(lambda: reported(objects, namespace, "TrainingRun", "older"))
     record = objects.get(namespace, "TrainingRun", "older")["status"]["flywheel"][
         "last-handled-configuration"

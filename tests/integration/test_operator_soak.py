@@ -24,6 +24,7 @@ import pytest
 from kube_helpers import wait_for
 from kubernetes import client
 from operator_helpers import operator_process
+from training_helpers import orphan_run
 
 from flywheel.api.common import GROUP, VERSION
 
@@ -36,18 +37,6 @@ CHURN = OBJECTS // 10
 # The last third of the rounds may use this much more than the first third:
 # allocator slack, not growth with time.
 SLACK = 1.10
-
-
-def orphan_run(name: str) -> dict:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "TrainingRun",
-        "metadata": {"name": name},
-        "spec": {
-            "datasetRef": {"name": "not-there"},
-            "trainer": {"estimator": "sklearn.linear_model.LogisticRegression"},
-        },
-    }
 
 
 def rss_mib(pid: int) -> float:

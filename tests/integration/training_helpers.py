@@ -7,7 +7,23 @@ from typing import Any
 from kube_helpers import wait_for
 from kubernetes import client
 
+from flywheel.api.common import GROUP, VERSION
+
 RANDOM_FOREST = "sklearn.ensemble.RandomForestClassifier"
+
+
+def orphan_run(name: str) -> dict[str, Any]:
+    """A TrainingRun whose Dataset does not exist: the operator reports on it
+    (Pending, DatasetNotFound) and starts nothing."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TrainingRun",
+        "metadata": {"name": name},
+        "spec": {
+            "datasetRef": {"name": "not-there"},
+            "trainer": {"estimator": "sklearn.linear_model.LogisticRegression"},
+        },
+    }
 
 
 def iris_run(name, model, gates, estimator=RANDOM_FOREST, **spec) -> dict[str, Any]:
