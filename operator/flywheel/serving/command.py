@@ -36,7 +36,7 @@ OPTIONS = [
     _option("log_uri", "Inference log: s3://bucket/prefix or file:///dir; unset: off."),
     _option("log_sample_rate", "Share of rows logged, 0..1 (default: 1)."),
     _option("log_flush_seconds", "Write buffered rows at least this often (default: 60)."),
-    _option("log_batch_rows", "Write a file once this many rows wait (default: 10000)."),
+    _option("log_batch_rows", "Write a file once this many rows wait (default: 25000)."),
     _option("s3_endpoint", "S3 endpoint of the inference log (AWS_* keys)."),
 ]
 

@@ -69,7 +69,7 @@ class ServeSettings(BaseModel):
     log_uri: str | None = Field(default=None, pattern=r"^(s3|file)://.+")
     log_sample_rate: float = Field(default=1.0, ge=0, le=1)
     log_flush_seconds: float = Field(default=60.0, gt=0)
-    log_batch_rows: int = Field(default=10_000, ge=1)  # fewer, larger files: see inference_log.py
+    log_batch_rows: int = Field(default=25_000, ge=1)  # fewer, larger files: see inference_log.py
     s3_endpoint: str | None = None
     model_path: str | None = None  # the local copy the server downloaded, for the workers
 
