@@ -835,7 +835,7 @@ def generate_parquet(path: Path, megabytes: int) -> int:
 
 
 # (generator, file MiB, the most peak RSS may grow, as a share of the file).
-# Parquet's batches are larger (SNAPSHOT_PARQUET_BATCH_CELLS) and its columns
+# Parquet's batches are larger (SNAPSHOT_BATCH_CELLS) and its columns
 # decoded in parallel: ~55 MiB whatever the file's size, so its file is larger.
 # CSV grows 20-26 MiB whatever the file's size (its reader's blocks, in
 # flight on two threads); without the thread bound it grew 45 MiB, and a

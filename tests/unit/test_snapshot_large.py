@@ -17,7 +17,7 @@ import pytest
 from flywheel.api.dataset import DatasetSpec
 from flywheel.workloads import columns as columns_module
 from flywheel.workloads.columns import CATEGORIES_KEPT, coerce
-from flywheel.workloads.reading import SNAPSHOT_PARQUET_BATCH_CELLS, csv_block_bytes
+from flywheel.workloads.reading import SNAPSHOT_BATCH_CELLS, csv_block_bytes
 from flywheel.workloads.snapshot import take_snapshot
 
 ROWS = 800_000
@@ -51,7 +51,7 @@ def write(data: pa.Table, path: Path, fmt: str) -> Path:
         assert path.stat().st_size > 3 * csv_block_bytes(data.num_columns)  # many batches
     else:
         pq.write_table(data, path, row_group_size=ROWS // 4)
-        assert 3 * SNAPSHOT_PARQUET_BATCH_CELLS // data.num_columns < ROWS  # many batches
+        assert 3 * SNAPSHOT_BATCH_CELLS // data.num_columns < ROWS  # many batches
     return path
 
 

@@ -10,6 +10,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from flywheel.api.dataset import DatasetSpec
@@ -94,3 +95,12 @@ def test_a_read_that_ends_early_stops_hashing_its_file(tmp_path, monkeypatch):
     with pytest.raises(reading.HashStopped):
         digest()
     assert len(chunks) < 100
+
+
+def test_parser_blocks_are_joined_in_order_for_the_statistics():
+    blocks = [pa.record_batch({"n": list(range(i * 3, i * 3 + 3))}) for i in range(10)]
+
+    joined = list(reading.gathered(blocks, 4))
+
+    assert [b.num_rows for b in joined] == [12, 12, 6]
+    assert [n for b in joined for n in b.column(0).to_pylist()] == list(range(30))
