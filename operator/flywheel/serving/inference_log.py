@@ -29,7 +29,6 @@ half a file.
 from __future__ import annotations
 
 import collections
-import io
 import logging
 import operator
 import os
@@ -282,10 +281,14 @@ def parquet_bytes(table: Any) -> bytes:
     # took 0.74 us a row of 30 floats against LZ4's 0.41 (files ~1.5x larger).
     # Min/max statistics for the time column only, which a reader can skip
     # row groups by; on every column they were 15% of the writer's time.
+    # Arrow's own buffer, not io.BytesIO: every page written to a Python file
+    # object is a call into Python and a copy into its growing buffer. The
+    # whole write of 25,000 rows of 30 floats: 0.30 -> 0.22 us a row on
+    # random values (6 MB files), 0.148 -> 0.140 on rows that compress well.
     text = [f.name for f in table.schema if pa.types.is_string(f.type)]
-    sink = io.BytesIO()
+    sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="lz4", use_dictionary=text, write_statistics=[TIME])
-    return sink.getvalue()
+    return sink.getvalue().to_pybytes()
 
 
 # --- where the files go ----------------------------------------------------
