@@ -1,8 +1,9 @@
 """Bytes to record batches, with the content hash taken on the way.
 
 Memory stays bounded whatever the size of the data: CSV is parsed as a stream
-in small blocks (one pass, hashed as it is read), Parquet in batches of a
-bounded number of cells.
+in small blocks, Parquet in batches of a bounded number of cells. A stream
+(S3, HTTP) is hashed as it is read, in one pass; a local file is hashed by a
+thread beside its parser, which reads it again from the page cache.
 """
 
 from __future__ import annotations
