@@ -89,7 +89,9 @@ def test_a_read_that_ends_early_stops_hashing_its_file(tmp_path, monkeypatch):
     monkeypatch.setattr(reading.HashingReader, "read", slow_read)
 
     with ExitStack() as stack:
-        digest = reading.hashed_in_background(stack, big, "big.csv", "csv")
+        digest = reading.hashed_in_background(
+            stack, big, StoredObject("big.csv", big.as_uri(), None), "csv"
+        )
     # (As when the parser fails on the file's first block.)
 
     with pytest.raises(reading.HashStopped):

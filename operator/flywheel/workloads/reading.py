@@ -110,11 +110,13 @@ class HashingReader:
     def close(self) -> None:
         self.closed = True
 
-    def drain(self) -> None:
-        # Parsers may stop before EOF (trailing bytes after a gzip member);
-        # the hash covers every byte.
+    def drain(self, stop: threading.Event | None = None) -> None:
+        """Read to the end: parsers may stop before EOF (trailing bytes after
+        a gzip member), and the hash covers every byte. Once `stop` is set,
+        HashStopped after the chunk under way."""
         while self.read(CHUNK_BYTES):
-            pass
+            if stop is not None and stop.is_set():
+                raise HashStopped
 
     def digest(self, key: str) -> ObjectDigest:
         return ObjectDigest(key, self.size, self._sha.hexdigest())
@@ -127,14 +129,12 @@ class HashStopped(Exception):
 def hash_file(path: Path, key: str, stop: threading.Event | None = None) -> ObjectDigest:
     with path.open("rb") as handle:
         reader = HashingReader(handle)
-        while reader.read(CHUNK_BYTES):
-            if stop is not None and stop.is_set():
-                raise HashStopped(key)
+        reader.drain(stop)
     return reader.digest(key)
 
 
 def hashed_in_background(
-    stack: ExitStack, path: Path, key: str, data_format: str
+    stack: ExitStack, path: Path, obj: StoredObject, data_format: str
 ) -> Callable[[], ObjectDigest]:
     """Hash a local file in a thread while it is parsed; both release the GIL,
     so on two cores the hash costs no wall time. Returns the digest's getter.
@@ -143,13 +143,13 @@ def hashed_in_background(
     hashing = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="hash"))
     stop = threading.Event()
     stack.callback(stop.set)  # runs before the executor waits for the thread
-    future = hashing.submit(hash_file, path, key, stop)
+    future = hashing.submit(hash_file, path, obj.key, stop)
 
     def digest() -> ObjectDigest:
         try:
             return future.result()
         except READ_ERRORS as exc:
-            raise unreadable_uri(path.as_uri(), data_format, exc) from exc
+            raise unreadable(obj, data_format, exc) from exc
 
     return digest
 
@@ -399,7 +399,7 @@ def _open_parquet(
         names, batches = parquet_batches(path, dictionary)
         return OpenedObject(names, batches, lambda: digest)
     # A local file is hashed in a thread while it is parsed (it was a serial pass).
-    digest = hashed_in_background(stack, path, obj.key, "parquet")
+    digest = hashed_in_background(stack, path, obj, "parquet")
     names, batches = parquet_batches(path, dictionary)
     return OpenedObject(names, batches, digest)
 
@@ -419,7 +419,7 @@ def _open_local_csv(
         names = parse_header(read_header_line(header))
     finally:
         header.close()
-    digest = hashed_in_background(stack, path, obj.key, "csv")
+    digest = hashed_in_background(stack, path, obj, "csv")
     names, batches = csv_reader(str(path), names, types)
     return OpenedObject(names, batches, digest)
 
@@ -431,12 +431,8 @@ def _opened(stack: ExitStack, store: Store, obj: StoredObject) -> Readable:
 
 
 def unreadable(obj: StoredObject, data_format: str, exc: BaseException) -> SnapshotError:
-    return unreadable_uri(obj.uri, data_format, exc)
-
-
-def unreadable_uri(uri: str, data_format: str, exc: BaseException) -> SnapshotError:
     detail = _first_line(exc)
-    return SnapshotError("UnreadableData", f"{uri} is not readable as {data_format}: {detail}")
+    return SnapshotError("UnreadableData", f"{obj.uri} is not readable as {data_format}: {detail}")
 
 
 def _first_line(exc: BaseException) -> str:
