@@ -8,11 +8,35 @@ from pathlib import Path
 import pytest
 from kube_helpers import Objects
 from kubernetes import client
-from operator_helpers import ARTIFACT_BUCKET, operator_env, operator_process
+from operator_helpers import ARTIFACT_BUCKET, OperatorProcess, operator_env, operator_process
 from sample_data import upload_sample_data
 from training_helpers import iris_dataset, wait_dataset_ready
 
 ROOT = Path(__file__).resolve().parents[2]
+# Where the operator's log stood when a test began (its failure report shows
+# what the operator logged during the test: a flake seen once in CI left
+# nothing else to go on).
+_LOG_AT_START = pytest.StashKey[int]()
+_LOG_CHARS_SHOWN = 30_000
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    running = getattr(item, "funcargs", {}).get("operator")
+    if isinstance(running, OperatorProcess):
+        item.stash[_LOG_AT_START] = running.log_size()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    outcome = yield
+    report = outcome.get_result()
+    running = getattr(item, "funcargs", {}).get("operator")
+    if report.when == "call" and report.failed and isinstance(running, OperatorProcess):
+        logged = running.log_text(item.stash.get(_LOG_AT_START, 0))
+        shown = logged[-_LOG_CHARS_SHOWN:]
+        cut = f"(the last {len(shown)} of {len(logged)} characters)\n" if shown != logged else ""
+        report.sections.append(("operator log during the test", cut + shown))
 
 
 @pytest.fixture(scope="session")

@@ -43,8 +43,14 @@ def writes(counts: Counter, resource: str, verbs=WRITE_VERBS) -> float:
     return sum(n for (res, _, verb), n in counts.items() if res == resource and verb in verbs)
 
 
-def wait_for(probe: Callable[[], Any], timeout: float = 30, every: float = 0.3, what: str = ""):
-    """Poll until probe() returns something truthy; return it, or fail naming `what`."""
+def wait_for(
+    probe: Callable[[], Any],
+    timeout: float = 30,
+    every: float = 0.3,
+    what: str | Callable[[], str] = "",
+):
+    """Poll until probe() returns something truthy; return it, or fail naming
+    `what` (a callable is asked at the failure: it can say what was seen)."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -52,7 +58,8 @@ def wait_for(probe: Callable[[], Any], timeout: float = 30, every: float = 0.3, 
         if last:
             return last
         time.sleep(every)
-    pytest.fail(f"timed out after {timeout}s waiting for {what or probe}; last value: {last!r}")
+    named = what() if callable(what) else what
+    pytest.fail(f"timed out after {timeout}s waiting for {named or probe}; last value: {last!r}")
 
 
 @dataclass

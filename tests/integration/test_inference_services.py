@@ -137,12 +137,20 @@ def test_a_pod_no_node_takes_is_named_until_spec_scheduling_places_it(
         {"spec": {"canary": canary, "scheduling": nowhere_again}},
     )
 
+    seen = []  # what status said instead, for the failure's message
+
     def canary_named():
         status = status_of(objects, namespace, "placed")
         message = ready_condition(status).get("message") or ""
-        return status if "canary iris-b: waiting for the canary's pods: pod" in message else None
+        if "canary iris-b: waiting for the canary's pods: pod" in message:
+            return status
+        if not seen or seen[-1] != message:
+            seen.append(message)
+        return None
 
-    status = wait_for(canary_named, timeout=120, what="the canary's unschedulable pod named")
+    status = wait_for(
+        canary_named, timeout=120, what=lambda: f"the canary's unschedulable pod named; saw {seen}"
+    )
     message = ready_condition(status)["message"]
     assert message.startswith("iris-a serves; canary iris-b: waiting for the canary's pods: ")
     assert "pod placed-canary-" in message and "cannot be scheduled: 0/" in message
