@@ -32,6 +32,7 @@ def name() -> str:
 @pytest.fixture(autouse=True)
 def restarted_operator(monkeypatch):
     monkeypatch.setattr(tracking, "_experiment_ids", {})
+    monkeypatch.setattr(tracking, "_aliases_seen", {})
 
 
 def runs_of(mlflow_server, experiment: str) -> list[str]:
@@ -185,6 +186,43 @@ def test_aliases_point_at_versions_and_carry_their_runs_metrics(
     assert tracking.search_model_versions(uri, f"name = '{name}'") == []
     with pytest.raises(MlflowError, match="RESOURCE_DOES_NOT_EXIST"):
         tracking.delete_model_version(uri, name, version.version)
+
+
+def test_an_alias_just_seen_is_not_asked_for_again(
+    mlflow_server, uri, name, logged_model, monkeypatch
+):
+    """1,000 InferenceServices serving one version: one read, not 1,000."""
+    run_id, _ = logged_model
+    source = f"runs:/{run_id}/model"
+    first = tracking.ensure_model_version(uri, name, source, run_id, "u1", {}).version
+    second = tracking.ensure_model_version(uri, name, source, run_id, "u2", {}).version
+    reads = []
+    real = MlflowRest.get
+
+    def counted(self, path, **query):
+        if path == "registered-models/alias":
+            reads.append(query["alias"])
+        return real(self, path, **query)
+
+    monkeypatch.setattr(MlflowRest, "get", counted)
+    assert tracking.move_alias(uri, name, "production", first) is True
+
+    def move_to_first(_):
+        return tracking.move_alias(uri, name, "production", first)
+
+    with ThreadPoolExecutor(16) as pool:
+        again = list(pool.map(move_to_first, range(50)))
+    assert again == [False] * 50
+    assert reads == ["production"], "the alias was set here a moment ago"
+    # Another version wanted: asked, and moved.
+    assert tracking.move_alias(uri, name, "production", second) is True
+    assert mlflow_server.client().get_model_version_by_alias(name, "production").version == second
+    # Someone else moves it back; once the answer is old, it is asked again.
+    mlflow_server.client().set_registered_model_alias(name, "production", first)
+    monkeypatch.setattr(tracking, "ALIAS_SEEN_SECONDS", 0.0)
+    assert tracking.move_alias(uri, name, "production", second) is True
+    assert mlflow_server.client().get_model_version_by_alias(name, "production").version == second
+    assert reads == ["production"] * 3
 
 
 def test_two_versions_of_a_new_model_registering_at_once_both_register(
