@@ -418,6 +418,38 @@ def child_template(obj: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+ALLOCATOR_METRIC = "kube_apiserver_clusterip_allocator_allocation_duration_seconds"
+
+
+def clusterip_allocator(api) -> tuple[float, float]:
+    """(allocations, seconds spent in them) from the apiserver's metrics.
+
+    Kubernetes 1.34 allocates every ClusterIP under one lock held across a
+    full API round trip (it creates the IPAddress object), so the seconds are
+    time the lock was held, and their growth over a burst's wall time is how
+    busy that one lock was: one allocation at a time, cluster-wide."""
+    text = api.call_api(
+        "/metrics", "GET", auth_settings=["BearerToken"],
+        _preload_content=False, _return_http_data_only=True,
+    ).data.decode()  # fmt: skip
+    count = total = 0.0
+    for line in text.splitlines():
+        if line.startswith(ALLOCATOR_METRIC + "_count"):
+            count += float(line.rsplit(" ", 1)[1])
+        elif line.startswith(ALLOCATOR_METRIC + "_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+    return count, total
+
+
+def allocator_during(api, before: tuple[float, float], seconds: float) -> dict[str, Any]:
+    count, total = (a - b for a, b in zip(clusterip_allocator(api), before, strict=True))
+    return {
+        "allocations": int(count),
+        "mean_ms": 1000 * total / count if count else None,
+        "lock_busy_share": total / seconds if seconds else None,
+    }
+
+
 def collection(obj: dict[str, Any], namespace: str) -> str:
     plural = {"Job": "jobs", "Deployment": "deployments", "Service": "services"}[obj["kind"]]
     prefix = "/api/v1" if obj["apiVersion"] == "v1" else f"/apis/{obj['apiVersion']}"
@@ -718,7 +750,11 @@ def _run(cluster, n: int, quiet: int) -> dict[str, Any]:
             f"and {n} x {len(serve_template)} serving objects"
         )
         raw_train = raw_side(api, job_template, n, raw_ns, tracking_uri)
+        allocator_before = clusterip_allocator(api)
         raw_serve = raw_side(api, serve_template, n, f"{raw_ns}-s")
+        raw_serve["clusterip_allocator"] = allocator_during(
+            api, allocator_before, raw_serve["seconds"]
+        )
         for name in (raw_ns, f"{raw_ns}-s"):  # their pods would load the cluster meanwhile
             _call(api, "DELETE", f"/api/v1/namespaces/{name}")
         wait_for(
@@ -742,11 +778,15 @@ def _run(cluster, n: int, quiet: int) -> dict[str, Any]:
             counts[t["kind"]] = counts.get(t["kind"], 0) + 1
         deployments = Watcher(api, f"/apis/apps/v1/namespaces/{ns}/deployments", by_owner=True)
         services = Watcher(api, f"/api/v1/namespaces/{ns}/services", by_owner=True)
+        allocator_before = clusterip_allocator(api)
         serve = operator_side(
             api, operator, ns, "inferenceservices", inference_service,
             [f"serve-{i}" for i in range(n)],
             [Expect(deployments, counts.get("Deployment", 0)), Expect(services, counts["Service"])],
         )  # fmt: skip
+        serve["clusterip_allocator"] = allocator_during(api, allocator_before, serve["seconds"])
+        log(f"operator: ClusterIP allocator, raw {raw_serve['clusterip_allocator']}")
+        log(f"operator: ClusterIP allocator, operator {serve['clusterip_allocator']}")
         for watcher in (jobs, deployments, services):
             watcher.stop()
         peak_after_all = operator.peak_rss_mib()
