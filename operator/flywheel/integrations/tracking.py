@@ -254,11 +254,11 @@ def logged_model_source(tracking_uri: str, source: str) -> str:
     return source
 
 
-# Where this process last saw or set each alias point, and when. 1,000
-# InferenceServices created at once that serve one version each asked MLflow
-# where `production` pointed: 1,000 reads of one answer, ~17% of a core in
-# MLflow's server during the burst. An answer this recent is taken instead;
-# a move by someone else in between goes unseen for that long, as a move
+# Each alias's version as this process last read or set it, and when.
+# 1,000 InferenceServices created at once that serve one version each asked
+# MLflow where `production` pointed: 1,000 reads of one answer, ~17% of a core
+# in MLflow's server during the burst. An answer this recent is taken instead.
+# A move by someone else in between goes unseen for that long, as a move
 # right after any read does (status.productionAlias is not checked again).
 ALIAS_SEEN_SECONDS = 10.0
 _aliases_seen: dict[tuple[str, str, str], tuple[str, float]] = {}
