@@ -72,3 +72,66 @@ def test_status_wins_over_a_stale_annotation():
         status={"flywheel": {"last-handled-configuration": json.dumps(new)}},
     )
     assert storage.fetch(body=both) == new
+
+
+def kopfs_own_build(raw: dict) -> dict:
+    """The copy kopf's storages build from the whole body."""
+    plain = kopf.MultiDiffBaseStorage(
+        [
+            kopf.StatusDiffBaseStorage(name="flywheel"),
+            kopf.AnnotationsDiffBaseStorage(prefix="mlops.flywheel.dev", key=LEGACY.split("/")[1]),
+        ]
+    )
+    return plain.build(body=kopf.Body(raw))
+
+
+def as_the_watch_sends_it(**metadata) -> dict:
+    raw = body(
+        spec={"stable": {"modelVersionRef": "iris-1"}, "replicas": 2},
+        status={
+            "phase": "Ready",
+            "conditions": [{"type": "Ready", "status": "True", "message": "2 of 2 ready"}],
+            "flywheel": {"last-handled-configuration": '{"spec":{}}'},
+        },
+    )
+    raw = json.loads(json.dumps(dict(raw)))
+    raw["metadata"].update(
+        uid="6f1c",
+        resourceVersion="812",
+        generation=3,
+        managedFields=[{"manager": "flywheel", "fieldsV1": {"f:status": {"f:phase": {}}}}],
+        **metadata,
+    )
+    return raw
+
+
+def test_the_record_is_what_kopf_would_build_from_the_whole_body():
+    cases = [
+        as_the_watch_sends_it(),
+        as_the_watch_sends_it(labels={"team": "fraud"}),
+        as_the_watch_sends_it(
+            labels={"team": "fraud"},
+            annotations={
+                "note": "canary by hand",
+                "kubectl.kubernetes.io/last-applied-configuration": "{}",
+                LEGACY: '{"spec":{}}',
+                "mlops.flywheel.dev/kopf-managed": "yes",
+            },
+        ),
+    ]
+    del cases[0]["metadata"]["annotations"]
+    for raw in cases:
+        ours = StatusDiffBase().build(body=kopf.Body(raw))
+        assert ours == kopfs_own_build(raw)
+        assert "status" not in ours and set(ours.get("metadata", {})) <= {"labels", "annotations"}
+    # The labels are compared: an edit of one is a change.
+    assert StatusDiffBase().build(body=kopf.Body(cases[1])) != StatusDiffBase().build(
+        body=kopf.Body(cases[0])
+    )
+
+
+def test_a_handler_on_a_status_field_still_gets_that_field_in_the_record():
+    raw = as_the_watch_sends_it()
+    fields = [("status", "phase")]
+    ours = StatusDiffBase().build(body=kopf.Body(raw), extra_fields=fields)
+    assert ours["status"] == {"phase": "Ready"}

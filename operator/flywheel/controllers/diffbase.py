@@ -18,6 +18,7 @@ stay; kopf leaves annotations under a marked prefix out of its comparison.)
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import kopf
@@ -35,6 +36,15 @@ class StatusDiffBase(kopf.MultiDiffBaseStorage):
         # Both build the copy without their own field; fetch tries status first.
         super().__init__([self.in_status, self.legacy])
 
+    def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> Any:
+        # kopf deep-copies the whole body, then drops its metadata and status:
+        # on every watch event of ours, managedFields and status included (a
+        # fifth of the operator's CPU in a burst of 1,000 InferenceServices).
+        # Only what the copy keeps is handed on, so the copy is the same.
+        if extra_fields:  # a handler that watches a status field: kopf's way
+            return super().build(body=body, extra_fields=extra_fields)
+        return super().build(body=kopf.Body(essential_part(body)))
+
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
         self.in_status.store(body=body, patch=patch, essence=essence)
         annotations = body.metadata.annotations
@@ -45,3 +55,12 @@ class StatusDiffBase(kopf.MultiDiffBaseStorage):
 
 def progress_storage() -> kopf.StatusProgressStorage:
     return kopf.StatusProgressStorage(name=KEY)  # status.flywheel.progress
+
+
+def essential_part(body: kopf.Body) -> dict[str, Any]:
+    """The body without what kopf's copy drops anyway: status, and metadata
+    other than labels and annotations (which it compares)."""
+    part = {key: value for key, value in body.items() if key != "status"}
+    metadata = body.get("metadata") or {}
+    part["metadata"] = {k: metadata[k] for k in ("labels", "annotations") if k in metadata}
+    return part
