@@ -40,7 +40,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.max_workers = kube.POOL_CONNECTIONS
     wake.HANDLER_THREADS[:] = [settings.execution.executor]
     RESYNC.executor = settings.execution.executor
-    settings.batching.error_delays = (1, 2, 5, 10, 30, 60, 120)
+    settings.queueing.error_delays = (1, 2, 5, 10, 30, 60, 120)
     # The wake-up and resync handlers (wake.py, handlers.py) run on every
     # watch event; kopf logs each run at info. What they do is logged when
     # they do it; their "succeeded" is noise.
