@@ -6,7 +6,8 @@ import json
 
 import kopf
 
-from flywheel.controllers.diffbase import StatusDiffBase
+from flywheel.api.common import GROUP
+from flywheel.controllers.diffbase import KEY, LEGACY_KEY, StatusDiffBase
 from flywheel.controllers.startup import configure
 
 LEGACY = "mlops.flywheel.dev/last-handled-configuration"
@@ -78,8 +79,8 @@ def kopfs_own_build(raw: dict) -> dict:
     """The copy kopf's storages build from the whole body."""
     plain = kopf.MultiDiffBaseStorage(
         [
-            kopf.StatusDiffBaseStorage(name="flywheel"),
-            kopf.AnnotationsDiffBaseStorage(prefix="mlops.flywheel.dev", key=LEGACY.split("/")[1]),
+            kopf.StatusDiffBaseStorage(name=KEY),
+            kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key=LEGACY_KEY),
         ]
     )
     return plain.build(body=kopf.Body(raw))
